@@ -1,0 +1,1 @@
+"""DVC pipeline stages for the MNIST digit classifier: download → preprocess → train → evaluate → register."""

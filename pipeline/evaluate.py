@@ -1,0 +1,130 @@
+"""Stage `evaluate`: score the trained model on the held-out test set and on the Paint-drawn digits.
+
+Everything goes to DVC metrics/plots files and to the MLflow run that trained the model.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import re
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from sklearn.metrics import precision_recall_fscore_support
+
+from pipeline import figures
+from pipeline.cli import parse_stage_args
+from pipeline.data import load_split
+from pipeline.imaging import to_mnist
+from pipeline.io import read_json, write_json
+from pipeline.model import NUM_CLASSES, load_checkpoint, pick_device, predict_logits
+from pipeline.params import EvaluateParams
+from pipeline.settings import MlflowSettings
+from pipeline.tracking import configure_mlflow
+
+log = logging.getLogger(__name__)
+
+SEED_IMAGE_PATTERN = re.compile(r"num_(\d)\.png$")
+
+
+def load_seed_images(directory: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Hand-drawn digits named `num_<label>.png`, through the same preprocessing as the API."""
+    names, images, labels = [], [], []
+    for path in sorted(directory.glob("num_*.png")):
+        if match := SEED_IMAGE_PATTERN.search(path.name):
+            with Image.open(path) as image:
+                images.append(to_mnist(image))
+            names.append(path.name)
+            labels.append(int(match.group(1)))
+    return names, np.stack(images) if images else np.empty((0, 28, 28), np.uint8), np.array(labels)
+
+
+def per_class_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict[str, dict[str, float]]:
+    precision, recall, f1, support = precision_recall_fscore_support(
+        labels, predictions, labels=range(NUM_CLASSES), zero_division=0
+    )
+    return {
+        str(digit): {
+            "precision": float(precision[digit]),
+            "recall": float(recall[digit]),
+            "f1": float(f1[digit]),
+            "support": int(support[digit]),
+        }
+        for digit in range(NUM_CLASSES)
+    }
+
+
+def read_history(path: Path) -> list[dict[str, float]]:
+    with path.open() as stream:
+        return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(stream)]
+
+
+def evaluate(params: EvaluateParams, settings: MlflowSettings) -> dict[str, object]:
+    """Compute test and seed-image metrics, write figures and log it all to the training run."""
+    model = load_checkpoint(params.model_path, pick_device())
+    images, labels = load_split(params.data_dir, "test")
+    logits = predict_logits(model, images, params.batch_size).cpu()
+    probabilities = logits.softmax(dim=1)
+    confidences, predictions = probabilities.max(dim=1)
+    labels_np, predictions_np = labels.numpy(), predictions.numpy()
+
+    seed_names, seed_images, seed_labels = load_seed_images(params.seed_images_dir)
+    seed_predictions = (
+        predict_logits(model, torch.from_numpy(seed_images)).argmax(dim=1).cpu().numpy()
+        if len(seed_names) else np.empty(0, dtype=int)
+    )
+    metrics: dict[str, object] = {
+        "test_accuracy": float((predictions_np == labels_np).mean()),
+        "test_loss": float(F.cross_entropy(logits, labels).item()),
+        "test_errors": int((predictions_np != labels_np).sum()),
+        "seed_accuracy": float((seed_predictions == seed_labels).mean()) if len(seed_names) else 0.0,
+        "seed_predictions": {n: int(p) for n, p in zip(seed_names, seed_predictions, strict=True)},
+        "per_class": per_class_metrics(labels_np, predictions_np),
+    }
+    log.info(
+        "test accuracy %.4f (%d errors), seed images %s",
+        metrics["test_accuracy"], metrics["test_errors"], metrics["seed_predictions"],
+    )
+
+    params.figures_dir.mkdir(parents=True, exist_ok=True)
+    with params.predictions.open("w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["actual", "predicted"])
+        writer.writerows(zip(labels_np.tolist(), predictions_np.tolist(), strict=True))
+    figure_set = {
+        "confusion_matrix.png": figures.confusion_matrix(labels_np, predictions_np),
+        "training_curves.png": figures.training_curves(read_history(params.history)),
+        "misclassified.png": figures.misclassified_gallery(
+            images.numpy(), labels_np, predictions_np, confidences.numpy()
+        ),
+    }
+    for name, figure in figure_set.items():
+        figure.savefig(params.figures_dir / name, dpi=100)
+    write_json(params.metrics, metrics)
+
+    run_id = read_json(params.run_info)["run_id"]
+    configure_mlflow(settings)
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
+        mlflow.log_metrics({
+            f"{kind}_{digit}": values[kind]
+            for digit, values in metrics["per_class"].items()  # type: ignore[union-attr]
+            for kind in ("precision", "recall")
+        })
+        mlflow.log_dict(metrics, "evaluation/metrics.json")
+        for name, figure in figure_set.items():
+            mlflow.log_figure(figure, f"evaluation/{name}")
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> None:
+    evaluate(parse_stage_args(__doc__ or "", argv).evaluate, MlflowSettings())
+
+
+if __name__ == "__main__":
+    main()

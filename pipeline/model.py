@@ -1,0 +1,102 @@
+"""The digit classifier, shared by training, evaluation and serving."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pipeline.imaging import IMAGE_SIZE, to_model_input
+
+NUM_CLASSES = 10
+
+
+def _conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
+    """conv → BatchNorm → ReLU → 2×2 max-pool: four layers that halve the image."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2, ceil_mode=True),  # 7 → 4 keeps the edge row and column that 7 → 3 drops
+    )
+
+
+class DigitCNN(nn.Module):
+    """Three conv blocks (12 layers) and a two-layer classifier with dropout.
+
+    The classifier's input size is measured from the feature extractor rather than written down,
+    so the network follows `channels` and the image size.
+    """
+
+    def __init__(
+        self,
+        channels: Sequence[int] = (32, 64, 128),
+        hidden_units: int = 256,
+        dropout: float = 0.25,
+        image_size: int = IMAGE_SIZE,
+    ) -> None:
+        super().__init__()
+        self.architecture = {
+            "channels": list(channels),
+            "hidden_units": hidden_units,
+            "dropout": dropout,
+            "image_size": image_size,
+        }
+        widths = [1, *channels]
+        self.features = nn.Sequential(
+            *(_conv_block(c_in, c_out) for c_in, c_out in zip(widths, widths[1:], strict=False))
+        )
+        with torch.no_grad():
+            flat = self.features(torch.zeros(1, 1, image_size, image_size)).numel()
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Dropout(dropout),
+            nn.Linear(flat, hidden_units),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden_units, NUM_CLASSES),
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalised images (N, 1, 28, 28) → logits (N, 10)."""
+        return self.classifier(self.features(images))
+
+
+def pick_device() -> torch.device:
+    """A GPU when there is one, else the CPU; nothing here needs a GPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, pixels: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Logits for uint8 MNIST-style images (N, 28, 28), computed in batches in eval mode."""
+    model.eval()
+    device = next(model.parameters()).device
+    chunks = [
+        model(to_model_input(pixels[start : start + batch_size]).to(device))
+        for start in range(0, len(pixels), batch_size)
+    ]
+    return torch.cat(chunks) if chunks else torch.empty(0, NUM_CLASSES)
+
+
+def predict_proba(model: nn.Module, pixels: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Class probabilities (N, 10) for uint8 MNIST-style images."""
+    return predict_logits(model, pixels, batch_size).softmax(dim=1)
+
+
+def save_checkpoint(model: DigitCNN, path: Path) -> None:
+    """Save the weights with the architecture they belong to."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"architecture": model.architecture, "state_dict": model.state_dict()}, path)
+
+
+def load_checkpoint(path: Path, device: torch.device | None = None) -> DigitCNN:
+    """Rebuild a `DigitCNN` from `save_checkpoint`'s file, in eval mode."""
+    if not path.is_file():
+        raise FileNotFoundError(f"No model at {path}: run `dvc repro train` first.")
+    checkpoint = torch.load(path, map_location=device or "cpu", weights_only=True)
+    model = DigitCNN(**checkpoint["architecture"])
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.to(device or "cpu").eval()

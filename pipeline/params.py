@@ -1,0 +1,112 @@
+"""The one loader for `params.yaml`: typed sections, validated once, with `-S key=value` overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+DEFAULT_PARAMS_FILE = Path("params.yaml")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DownloadParams(_Section):
+    local_dir: Path | None = None
+    mirrors: list[str] = Field(default_factory=list)
+    npm_package: str | None = None
+    timeout_seconds: float = 30.0
+    files: dict[str, str]
+    out_dir: Path
+
+
+class PreprocessParams(_Section):
+    raw_dir: Path
+    out_dir: Path
+    val_size: int = Field(gt=0)
+    seed: int
+    metrics: Path
+
+
+class AugmentParams(_Section):
+    degrees: float = Field(ge=0)
+    translate: float = Field(ge=0, le=0.5)
+    scale: tuple[float, float]
+    shear: float = Field(ge=0)
+
+
+class TrainParams(_Section):
+    data_dir: Path
+    model_path: Path
+    run_info: Path
+    metrics: Path
+    history: Path
+    seed: int
+    epochs: int = Field(gt=0)
+    batch_size: int = Field(gt=0)
+    max_lr: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    label_smoothing: float = Field(ge=0, lt=1)
+    dropout: float = Field(ge=0, lt=1)
+    channels: list[int]
+    hidden_units: int = Field(gt=0)
+    augment: AugmentParams
+
+
+class EvaluateParams(_Section):
+    data_dir: Path
+    model_path: Path
+    run_info: Path
+    seed_images_dir: Path
+    metrics: Path
+    predictions: Path
+    figures_dir: Path
+    history: Path
+    batch_size: int = Field(gt=0)
+
+
+class RegisterParams(_Section):
+    run_info: Path
+    metrics: Path
+    decision: Path
+    min_test_accuracy: float = Field(ge=0, le=1)
+    min_seed_accuracy: float = Field(ge=0, le=1)
+
+
+class Params(_Section):
+    download: DownloadParams
+    preprocess: PreprocessParams
+    train: TrainParams
+    evaluate: EvaluateParams
+    # `register` would shadow a BaseModel attribute, so the field takes another name.
+    registration: RegisterParams = Field(validation_alias="register")
+
+
+def _apply_override(tree: dict[str, Any], assignment: str) -> None:
+    """Set `a.b.c=value` in a nested dict; the value is parsed as YAML (so `3`, `0.1`, `[1, 2]`)."""
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key:
+        raise ValueError(f"Override {assignment!r} must look like section.key=value")
+    *parents, leaf = key.split(".")
+    node = tree
+    for name in parents:
+        if not isinstance(node.get(name), dict):
+            raise KeyError(f"Override {assignment!r}: {name!r} is not a section of params.yaml")
+        node = node[name]
+    if leaf not in node:
+        raise KeyError(f"Override {assignment!r}: no parameter {key!r} in params.yaml")
+    node[leaf] = yaml.safe_load(raw)
+
+
+def load_params(path: Path = DEFAULT_PARAMS_FILE, overrides: list[str] | None = None) -> Params:
+    """Read and validate `params.yaml`, applying `section.key=value` overrides first."""
+    if not path.is_file():
+        raise FileNotFoundError(f"No parameters file at {path}; run from the project root.")
+    tree = yaml.safe_load(path.read_text()) or {}
+    for assignment in overrides or []:
+        _apply_override(tree, assignment)
+    return Params.model_validate(tree)

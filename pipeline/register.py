@@ -1,0 +1,105 @@
+"""Stage `register`: register the evaluated model and let a quality gate decide on promotion.
+
+The `production` alias moves only when the new version clears the thresholds in `params.yaml`
+and is not worse on the test set than the version serving now. The decision and its reason go
+to the MLflow run, to the model version's tags and to a DVC metrics file.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import mlflow
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.tracking import MlflowClient
+
+from pipeline.cli import parse_stage_args
+from pipeline.io import read_json, write_json
+from pipeline.params import RegisterParams
+from pipeline.registry import promote, version_with_alias
+from pipeline.settings import MlflowSettings
+from pipeline.tracking import configure_mlflow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Decision:
+    promote: bool
+    reason: str
+
+
+def decide(
+    test_accuracy: float,
+    seed_accuracy: float,
+    incumbent_accuracy: float | None,
+    params: RegisterParams,
+) -> Decision:
+    """The quality gate: thresholds first, then no regression against the served version."""
+    if test_accuracy < params.min_test_accuracy:
+        return Decision(False, f"test accuracy {test_accuracy:.4f} < {params.min_test_accuracy}")
+    if seed_accuracy < params.min_seed_accuracy:
+        return Decision(
+            False, f"seed-image accuracy {seed_accuracy:.2f} < {params.min_seed_accuracy}"
+        )
+    if incumbent_accuracy is None:
+        return Decision(True, f"test accuracy {test_accuracy:.4f}; nothing is in production yet")
+    if test_accuracy < incumbent_accuracy:
+        return Decision(
+            False,
+            f"test accuracy {test_accuracy:.4f} is worse than production's {incumbent_accuracy:.4f}",
+        )
+    return Decision(
+        True, f"test accuracy {test_accuracy:.4f} ≥ production's {incumbent_accuracy:.4f}"
+    )
+
+
+def _registered_version(client: MlflowClient, name: str, run_id: str, model_uri: str) -> ModelVersion:
+    """The version registered from this run, registering it first if need be (re-runs are safe)."""
+    for version in client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'"):
+        return version
+    return mlflow.register_model(model_uri, name, tags={"run_id": run_id})
+
+
+def register(params: RegisterParams, settings: MlflowSettings) -> Decision:
+    run = read_json(params.run_info)
+    metrics = read_json(params.metrics)
+    configure_mlflow(settings)
+    client = MlflowClient()
+    version = _registered_version(client, settings.model_name, run["run_id"], run["model_uri"])
+    client.set_model_version_tag(
+        settings.model_name, version.version, "test_accuracy", f"{metrics['test_accuracy']:.4f}"
+    )
+    incumbent = version_with_alias(client, settings.model_name, settings.model_alias)
+    incumbent_accuracy = None
+    if incumbent is not None and str(incumbent.version) != str(version.version):
+        incumbent_accuracy = client.get_run(incumbent.run_id).data.metrics.get("test_accuracy")
+    decision = decide(
+        metrics["test_accuracy"], metrics["seed_accuracy"], incumbent_accuracy, params
+    )
+    if decision.promote:
+        promote(client, settings, version.version)
+    verdict = "promoted" if decision.promote else "not promoted"
+    log.info("%s version %s %s: %s", settings.model_name, version.version, verdict, decision.reason)
+
+    client.set_model_version_tag(settings.model_name, version.version, "gate", verdict)
+    client.set_model_version_tag(settings.model_name, version.version, "gate_reason", decision.reason)
+    with mlflow.start_run(run_id=run["run_id"]):
+        mlflow.set_tags({"registry.decision": verdict, "registry.reason": decision.reason})
+        mlflow.set_tag("registry.version", version.version)
+    write_json(params.decision, {
+        "model_name": settings.model_name,
+        "version": int(version.version),
+        "promoted": decision.promote,
+        "reason": decision.reason,
+    })
+    return decision
+
+
+def main(argv: list[str] | None = None) -> None:
+    register(parse_stage_args(__doc__ or "", argv).registration, MlflowSettings())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""Stage `train`: fit the CNN, track the run in MLflow, keep the best epoch by validation accuracy.
+
+Writes the best weights (`model_path`), the MLflow run and model it logged (`run_info`), DVC
+metrics and a per-epoch history for `dvc plots`.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import torch
+from mlflow.models import infer_signature
+
+from pipeline.cli import parse_stage_args
+from pipeline.data import data_version, load_split
+from pipeline.imaging import to_model_input
+from pipeline.io import write_json
+from pipeline.model import DigitCNN, pick_device, save_checkpoint
+from pipeline.params import TrainParams
+from pipeline.settings import MlflowSettings
+from pipeline.tracking import configure_mlflow, git_commit
+from pipeline.training import EpochResult, FitResult, fit
+
+log = logging.getLogger(__name__)
+
+HISTORY_FIELDS = [field.name for field in dataclasses.fields(EpochResult)]
+PATH_FIELDS = {"data_dir", "model_path", "run_info", "metrics", "history"}
+
+
+def run_name(params: TrainParams) -> str:
+    widths = "-".join(str(c) for c in params.channels)
+    return f"cnn{widths}-e{params.epochs}-lr{params.max_lr:g}-seed{params.seed}"
+
+
+def flat_params(params: TrainParams) -> dict[str, object]:
+    """Hyperparameters as flat MLflow params (`augment.degrees`, …); file paths left out."""
+    flat: dict[str, object] = {}
+    for key, value in params.model_dump(mode="json", exclude=PATH_FIELDS).items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{sub}": v for sub, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def write_history(path: Path, history: list[EpochResult]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=HISTORY_FIELDS)
+        writer.writeheader()
+        writer.writerows(dataclasses.asdict(result) for result in history)
+
+
+def log_model(model: DigitCNN, example: torch.Tensor) -> str:
+    """Log the model with a signature and an input example; return its model URI."""
+    model = model.cpu().eval()
+    inputs = to_model_input(example).numpy()
+    with torch.inference_mode():
+        outputs = model(torch.from_numpy(inputs)).numpy()
+    info = mlflow.pytorch.log_model(
+        model,
+        name="model",
+        signature=infer_signature(inputs, outputs),
+        input_example=inputs,
+        # Pickle keeps the batch dimension free; MLflow's pt2 default fixes it to the example's.
+        serialization_format="pickle",
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],
+    )
+    return info.model_uri
+
+
+def train(params: TrainParams, settings: MlflowSettings) -> FitResult:
+    """Train and track one run; write the stage outputs."""
+    device = pick_device()
+    train_split, val_split = load_split(params.data_dir, "train"), load_split(params.data_dir, "val")
+    experiment_id = configure_mlflow(settings)
+    started = time.perf_counter()
+
+    def log_epoch(result: EpochResult) -> None:
+        metrics = {
+            "epoch_loss": result.epoch_loss,
+            "val_loss": result.val_loss,
+            "val_accuracy": result.val_accuracy,
+            "learning_rate": result.learning_rate,
+            "epoch_seconds": result.seconds,
+        }
+        mlflow.log_metrics(metrics, step=result.epoch)
+
+    with mlflow.start_run(run_name=run_name(params)) as run:
+        mlflow.set_tags({
+            "git_commit": git_commit(),
+            "data_version": data_version(params.data_dir),
+            "device": str(device),
+            "torch_version": torch.__version__,
+        })
+        mlflow.log_params(flat_params(params))
+        mlflow.log_params({"train_size": len(train_split[1]), "val_size": len(val_split[1])})
+        result = fit(params, train_split, val_split, device, on_epoch=log_epoch)
+        seconds = time.perf_counter() - started
+        summary = {
+            "best_epoch": result.best.epoch,
+            "best_val_accuracy": result.best.val_accuracy,
+            "best_val_loss": result.best.val_loss,
+            "train_seconds": seconds,
+            "seconds_per_epoch": float(np.median([r.seconds for r in result.history])),
+        }
+        mlflow.log_metrics(summary)
+        model_uri = log_model(result.model, train_split[0][:4])
+        log.info("Run %s logged model %s", run.info.run_id, model_uri)
+
+    save_checkpoint(result.model, params.model_path)
+    write_history(params.history, result.history)
+    write_json(params.metrics, summary)
+    write_json(params.run_info, {
+        "run_id": run.info.run_id,
+        "experiment_id": experiment_id,
+        "model_uri": model_uri,
+        "tracking_uri": settings.tracking_uri,
+    })
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    train(parse_stage_args(__doc__ or "", argv).train, MlflowSettings())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""The training loop: augmentation, AdamW with a one-cycle schedule, best epoch by validation."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from pipeline.augment import random_affine
+from pipeline.imaging import normalize, to_unit
+from pipeline.model import DigitCNN, predict_logits
+from pipeline.params import TrainParams
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    epoch: int
+    epoch_loss: float
+    val_loss: float
+    val_accuracy: float
+    learning_rate: float
+    seconds: float
+
+
+@dataclass
+class FitResult:
+    model: DigitCNN
+    history: list[EpochResult]
+    best: EpochResult
+
+
+def build_model(params: TrainParams) -> DigitCNN:
+    return DigitCNN(params.channels, params.hidden_units, params.dropout)
+
+
+def evaluate_logits(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000
+) -> tuple[float, float]:
+    """(cross-entropy loss, accuracy) of `model` on uint8 images."""
+    logits = predict_logits(model, images, batch_size)
+    loss = F.cross_entropy(logits, labels.to(logits.device)).item()
+    accuracy = (logits.argmax(dim=1).cpu() == labels.cpu()).float().mean().item()
+    return loss, accuracy
+
+
+def fit(
+    params: TrainParams,
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor],
+    device: torch.device,
+    on_epoch: Callable[[EpochResult], None] = lambda result: None,
+) -> FitResult:
+    """Train for `params.epochs` and return the model of the best epoch by validation accuracy."""
+    torch.manual_seed(params.seed)
+    generator = torch.Generator().manual_seed(params.seed)
+    model = build_model(params).to(device, memory_format=torch.channels_last)
+    images, labels = train
+    steps_per_epoch = -(-len(labels) // params.batch_size)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=params.max_lr, weight_decay=params.weight_decay
+    )
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=params.max_lr, epochs=params.epochs, steps_per_epoch=steps_per_epoch
+    )
+    history: list[EpochResult] = []
+    best: EpochResult | None = None
+    best_state: dict[str, torch.Tensor] = {}
+    for epoch in range(1, params.epochs + 1):
+        started = time.perf_counter()
+        model.train()
+        order = torch.randperm(len(labels), generator=generator)
+        total_loss = 0.0
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{params.epochs}", leave=False)
+        for step in bar:
+            index = order[step * params.batch_size : (step + 1) * params.batch_size]
+            batch = random_affine(to_unit(images[index]), params.augment, generator)
+            batch = normalize(batch).to(device, memory_format=torch.channels_last)
+            loss = F.cross_entropy(
+                model(batch), labels[index].to(device), label_smoothing=params.label_smoothing
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total_loss += loss.item() * len(index)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        val_loss, val_accuracy = evaluate_logits(model, *val)
+        result = EpochResult(
+            epoch=epoch,
+            epoch_loss=total_loss / len(labels),
+            val_loss=val_loss,
+            val_accuracy=val_accuracy,
+            learning_rate=optimizer.param_groups[0]["lr"],
+            seconds=time.perf_counter() - started,
+        )
+        history.append(result)
+        log.info(
+            "epoch %d/%d: loss %.4f, val_loss %.4f, val_accuracy %.4f (%.1f s)",
+            epoch, params.epochs, result.epoch_loss, val_loss, val_accuracy, result.seconds,
+        )
+        on_epoch(result)
+        if best is None or (val_accuracy, -val_loss) > (best.val_accuracy, -best.val_loss):
+            best, best_state = result, copy.deepcopy(model.state_dict())
+    assert best is not None  # epochs > 0 is validated by the params model
+    model.load_state_dict(best_state)
+    return FitResult(model=model.eval(), history=history, best=best)
