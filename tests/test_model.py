@@ -1,0 +1,79 @@
+"""The network, checkpoints and augmentation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.augment import random_affine, random_affine_matrices
+from pipeline.model import DigitCNN, load_checkpoint, predict_proba, save_checkpoint
+from pipeline.params import AugmentParams
+from tests.synthetic import render_digits
+
+AUGMENT = AugmentParams(degrees=10, translate=0.1, scale=(0.9, 1.1), shear=10)
+NO_AUGMENT = AugmentParams(degrees=0, translate=0, scale=(1, 1), shear=0)
+
+
+@pytest.mark.parametrize(("channels", "batch"), [((32, 64, 128), 4), ((8, 16), 1), ((4,), 3)])
+def test_logits_shape_follows_any_depth(channels: tuple[int, ...], batch: int) -> None:
+    model = DigitCNN(channels, hidden_units=16).eval()
+    assert model(torch.randn(batch, 1, 28, 28)).shape == (batch, 10)
+
+
+def test_predict_proba_takes_uint8_images_and_sums_to_one() -> None:
+    images, _ = render_digits(7, seed=0)
+    probabilities = predict_proba(DigitCNN((8, 16)), torch.from_numpy(images), batch_size=3)
+    assert probabilities.shape == (7, 10)
+    torch.testing.assert_close(probabilities.sum(dim=1), torch.ones(7))
+
+
+def test_checkpoint_round_trip(tmp_path: Path) -> None:
+    model = DigitCNN((8, 16), hidden_units=24, dropout=0.1).eval()
+    save_checkpoint(model, tmp_path / "model.pt")
+    loaded = load_checkpoint(tmp_path / "model.pt")
+    batch = torch.randn(2, 1, 28, 28)
+    torch.testing.assert_close(loaded(batch), model(batch))
+    assert not loaded.training
+
+
+def test_missing_checkpoint_says_which_stage_to_run(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="dvc repro train"):
+        load_checkpoint(tmp_path / "model.pt")
+
+
+def unit_batch(count: int = 16) -> torch.Tensor:
+    images, _ = render_digits(count, seed=1)
+    return torch.from_numpy(images).float().div(255).unsqueeze(1)
+
+
+def test_augmented_images_stay_valid_digits() -> None:
+    batch = unit_batch()
+    out = random_affine(batch, AUGMENT, torch.Generator().manual_seed(0))
+    assert out.shape == batch.shape and out.dtype == torch.float32
+    assert out.min() >= 0 and out.max() <= 1 + 1e-6
+    # A mild warp moves ink but keeps most of it in the frame.
+    ratio = out.sum(dim=(1, 2, 3)) / batch.sum(dim=(1, 2, 3))
+    assert ((ratio > 0.6) & (ratio < 1.5)).all()
+    assert not torch.allclose(out, batch)
+
+
+def test_each_image_gets_its_own_transform() -> None:
+    theta = random_affine_matrices(64, AUGMENT, torch.Generator().manual_seed(0))
+    assert theta.shape == (64, 2, 3)
+    assert len({tuple(t.flatten().tolist()) for t in theta}) == 64
+
+
+def test_augmentation_is_seeded_and_off_when_zero() -> None:
+    batch = unit_batch(4)
+    first = random_affine(batch, AUGMENT, torch.Generator().manual_seed(5))
+    second = random_affine(batch, AUGMENT, torch.Generator().manual_seed(5))
+    torch.testing.assert_close(first, second)
+    assert random_affine(batch, NO_AUGMENT) is batch
+
+
+def test_identity_matrix_reproduces_the_image() -> None:
+    batch = unit_batch(2)
+    params = AugmentParams(degrees=0, translate=0, scale=(1, 1), shear=1e-9)
+    torch.testing.assert_close(random_affine(batch, params), batch, atol=1e-4, rtol=0)

@@ -1,0 +1,100 @@
+"""The real stages, in order, on tiny synthetic data, into a private SQLite MLflow store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from pipeline import download, evaluate, preprocess, register, train
+from pipeline.registry import promote, rollback
+from pipeline.settings import MlflowSettings
+
+STAGES = (download, preprocess, train, evaluate, register)
+
+
+def run_pipeline(params_file: Path, *overrides: str) -> None:
+    argv = ["--params", str(params_file)]
+    for override in overrides:
+        argv += ["-S", override]
+    for stage in STAGES:
+        stage.main(argv)
+
+
+@pytest.fixture
+def pipeline_run(params_file: Path) -> Path:
+    run_pipeline(params_file)
+    return params_file.parent
+
+
+def test_pipeline_registers_a_production_model(pipeline_run: Path) -> None:
+    settings = MlflowSettings()
+    client = MlflowClient(settings.tracking_uri)
+    version = client.get_model_version_by_alias(settings.model_name, settings.model_alias)
+    run_info = json.loads((pipeline_run / "models/run.json").read_text())
+    assert version.run_id == run_info["run_id"]
+
+    run = client.get_run(run_info["run_id"])
+    assert run.data.params["epochs"] == "2"
+    assert run.data.params["augment.degrees"] == "10.0"
+    assert {"git_commit", "data_version"} <= set(run.data.tags)
+    assert run.data.tags["registry.decision"] == "promoted"
+    for metric in ("epoch_loss", "val_loss", "val_accuracy", "learning_rate"):
+        history = client.get_metric_history(run.info.run_id, metric)
+        assert [m.step for m in history] == [1, 2], metric
+    assert 0.0 <= run.data.metrics["test_accuracy"] <= 1.0
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert {
+        "evaluation/confusion_matrix.png",
+        "evaluation/training_curves.png",
+        "evaluation/misclassified.png",
+    } <= artifacts
+
+    model = mlflow.pytorch.load_model(settings.model_uri)
+    example = mlflow.models.Model.load(settings.model_uri).load_input_example()
+    assert model(torch.from_numpy(example[:1])).shape == (1, 10)
+
+
+def test_stage_outputs_are_written(pipeline_run: Path) -> None:
+    for path in (
+        "data/raw/train-images-idx3-ubyte",
+        "data/processed/train.npz",
+        "models/model.pt",
+        "metrics/train.json",
+        "metrics/evaluate.json",
+        "metrics/register.json",
+        "plots/train/history.csv",
+        "plots/evaluate/predictions.csv",
+        "plots/evaluate/confusion_matrix.png",
+        "plots/evaluate/training_curves.png",
+        "plots/evaluate/misclassified.png",
+    ):
+        assert (pipeline_run / path).is_file(), path
+    evaluation = json.loads((pipeline_run / "metrics/evaluate.json").read_text())
+    assert set(evaluation["seed_predictions"]) == {"num_1.png", "num_5.png", "num_7.png"}
+    assert set(evaluation["per_class"]) == {str(d) for d in range(10)}
+
+
+def test_gate_keeps_production_on_a_worse_model_and_rollback_works(pipeline_run: Path) -> None:
+    settings = MlflowSettings()
+    client = MlflowClient(settings.tracking_uri)
+    first = client.get_model_version_by_alias(settings.model_name, settings.model_alias)
+
+    # A second run whose gate cannot be passed: registered, but production stays.
+    run_pipeline(pipeline_run / "params.yaml", "train.seed=7", "register.min_test_accuracy=1.0")
+    decision = json.loads((pipeline_run / "metrics/register.json").read_text())
+    assert decision["promoted"] is False and "test accuracy" in decision["reason"]
+    assert decision["version"] == int(first.version) + 1
+    served = client.get_model_version_by_alias(settings.model_name, settings.model_alias)
+    assert str(served.version) == str(first.version)
+
+    promote(client, settings, str(decision["version"]))
+    served = client.get_model_version_by_alias(settings.model_name, settings.model_alias)
+    assert str(served.version) == str(decision["version"])
+    rollback(client, settings)
+    served = client.get_model_version_by_alias(settings.model_name, settings.model_alias)
+    assert str(served.version) == str(first.version)
