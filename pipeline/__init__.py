@@ -1,1 +1,4 @@
-"""DVC pipeline stages for the MNIST digit classifier: download → preprocess → train → evaluate → register."""
+"""DVC pipeline stages of the MNIST digit classifier.
+
+download → preprocess → train → evaluate → register, one module each.
+"""

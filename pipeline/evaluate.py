@@ -76,19 +76,24 @@ def evaluate(params: EvaluateParams, settings: MlflowSettings) -> dict[str, obje
     seed_names, seed_images, seed_labels = load_seed_images(params.seed_images_dir)
     seed_predictions = (
         predict_logits(model, torch.from_numpy(seed_images)).argmax(dim=1).cpu().numpy()
-        if len(seed_names) else np.empty(0, dtype=int)
+        if len(seed_names)
+        else np.empty(0, dtype=int)
     )
     metrics: dict[str, object] = {
         "test_accuracy": float((predictions_np == labels_np).mean()),
         "test_loss": float(F.cross_entropy(logits, labels).item()),
         "test_errors": int((predictions_np != labels_np).sum()),
-        "seed_accuracy": float((seed_predictions == seed_labels).mean()) if len(seed_names) else 0.0,
+        "seed_accuracy": float((seed_predictions == seed_labels).mean())
+        if len(seed_names)
+        else 0.0,
         "seed_predictions": {n: int(p) for n, p in zip(seed_names, seed_predictions, strict=True)},
         "per_class": per_class_metrics(labels_np, predictions_np),
     }
     log.info(
         "test accuracy %.4f (%d errors), seed images %s",
-        metrics["test_accuracy"], metrics["test_errors"], metrics["seed_predictions"],
+        metrics["test_accuracy"],
+        metrics["test_errors"],
+        metrics["seed_predictions"],
     )
 
     params.figures_dir.mkdir(parents=True, exist_ok=True)
@@ -111,11 +116,13 @@ def evaluate(params: EvaluateParams, settings: MlflowSettings) -> dict[str, obje
     configure_mlflow(settings)
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
-        mlflow.log_metrics({
-            f"{kind}_{digit}": values[kind]
-            for digit, values in metrics["per_class"].items()  # type: ignore[union-attr]
-            for kind in ("precision", "recall")
-        })
+        mlflow.log_metrics(
+            {
+                f"{kind}_{digit}": values[kind]
+                for digit, values in metrics["per_class"].items()  # type: ignore[union-attr]
+                for kind in ("precision", "recall")
+            }
+        )
         mlflow.log_dict(metrics, "evaluation/metrics.json")
         for name, figure in figure_set.items():
             mlflow.log_figure(figure, f"evaluation/{name}")

@@ -1,4 +1,4 @@
-"""Small file helpers: hashing and atomic writes, so a failed stage leaves no half-written output."""
+"""File helpers: hashing, and atomic writes so a failed stage leaves no half-written output."""
 
 from __future__ import annotations
 

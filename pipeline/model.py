@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,14 +14,19 @@ from pipeline.imaging import IMAGE_SIZE, to_model_input
 NUM_CLASSES = 10
 
 
-def _conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
-    """conv → BatchNorm → ReLU → 2×2 max-pool: four layers that halve the image."""
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-        nn.MaxPool2d(2, ceil_mode=True),  # 7 → 4 keeps the edge row and column that 7 → 3 drops
-    )
+def _conv_block(in_channels: int, out_channels: int, convs: int) -> nn.Sequential:
+    """(conv → BatchNorm → ReLU) × `convs`, then a 2×2 max-pool that halves the image."""
+    layers: list[nn.Module] = []
+    for index in range(convs):
+        layers += [
+            nn.Conv2d(
+                in_channels if index == 0 else out_channels, out_channels, 3, padding=1, bias=False
+            ),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+        ]
+    # ceil_mode: 7 → 4 keeps the edge row and column that 7 → 3 would drop.
+    return nn.Sequential(*layers, nn.MaxPool2d(2, ceil_mode=True))
 
 
 class DigitCNN(nn.Module):
@@ -35,6 +41,7 @@ class DigitCNN(nn.Module):
         channels: Sequence[int] = (32, 64, 128),
         hidden_units: int = 256,
         dropout: float = 0.25,
+        convs_per_block: int = 1,
         image_size: int = IMAGE_SIZE,
     ) -> None:
         super().__init__()
@@ -42,11 +49,15 @@ class DigitCNN(nn.Module):
             "channels": list(channels),
             "hidden_units": hidden_units,
             "dropout": dropout,
+            "convs_per_block": convs_per_block,
             "image_size": image_size,
         }
         widths = [1, *channels]
         self.features = nn.Sequential(
-            *(_conv_block(c_in, c_out) for c_in, c_out in zip(widths, widths[1:], strict=False))
+            *(
+                _conv_block(c_in, c_out, convs_per_block)
+                for c_in, c_out in itertools.pairwise(widths)
+            )
         )
         with torch.no_grad():
             flat = self.features(torch.zeros(1, 1, image_size, image_size)).numel()
@@ -67,6 +78,13 @@ class DigitCNN(nn.Module):
 def pick_device() -> torch.device:
     """A GPU when there is one, else the CPU; nothing here needs a GPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bfloat16 in hardware (else autocast would only emulate it)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 @torch.inference_mode()

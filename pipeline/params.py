@@ -1,9 +1,9 @@
-"""The one loader for `params.yaml`: typed sections, validated once, with `-S key=value` overrides."""
+"""The one loader for `params.yaml`: typed sections validated once, with `-S` overrides."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -53,7 +53,11 @@ class TrainParams(_Section):
     label_smoothing: float = Field(ge=0, lt=1)
     dropout: float = Field(ge=0, lt=1)
     channels: list[int]
+    convs_per_block: int = Field(default=1, gt=0)
     hidden_units: int = Field(gt=0)
+    # `auto`: bfloat16 autocast where the hardware does it natively (it doubles CPU throughput
+    # on AVX-512-BF16 machines), float32 elsewhere.
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
     augment: AugmentParams
 
 

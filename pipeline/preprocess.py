@@ -38,11 +38,15 @@ def read_idx_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.
     try:
         images, labels = read_image_file(str(images_path)), read_label_file(str(labels_path))
     except (AssertionError, RuntimeError, ValueError, KeyError) as error:
-        raise IdxFormatError(f"{images_path} / {labels_path}: not MNIST IDX data ({error})") from error
+        raise IdxFormatError(
+            f"{images_path} / {labels_path}: not MNIST IDX data ({error})"
+        ) from error
     if images.ndim != 3 or images.dtype != torch.uint8 or labels.ndim != 1:
         raise IdxFormatError(f"{images_path}: expected uint8 images (N, H, W), got {images.shape}")
     if len(images) != len(labels):
-        raise IdxFormatError(f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels")
+        raise IdxFormatError(
+            f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels"
+        )
     return images.numpy(), labels.numpy()
 
 
@@ -77,7 +81,7 @@ def preprocess(params: PreprocessParams) -> dict[str, dict[str, int]]:
         write_json(staging / MANIFEST, {"data_version": version[:12]})
 
     counts = {split: class_counts(labels) for split, (_, labels) in splits.items()}
-    metrics = {split: {"total": int(len(splits[split][1])), **c} for split, c in counts.items()}
+    metrics = {split: {"total": len(splits[split][1]), **c} for split, c in counts.items()}
     write_json(params.metrics, metrics)
     for split in SPLITS:
         log.info("%s: %d images", split, len(splits[split][1]))

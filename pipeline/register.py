@@ -48,14 +48,17 @@ def decide(
     if test_accuracy < incumbent_accuracy:
         return Decision(
             False,
-            f"test accuracy {test_accuracy:.4f} is worse than production's {incumbent_accuracy:.4f}",
+            f"test accuracy {test_accuracy:.4f} is worse than production's "
+            f"{incumbent_accuracy:.4f}",
         )
     return Decision(
         True, f"test accuracy {test_accuracy:.4f} ≥ production's {incumbent_accuracy:.4f}"
     )
 
 
-def _registered_version(client: MlflowClient, name: str, run_id: str, model_uri: str) -> ModelVersion:
+def _registered_version(
+    client: MlflowClient, name: str, run_id: str, model_uri: str
+) -> ModelVersion:
     """The version registered from this run, registering it first if need be (re-runs are safe)."""
     for version in client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'"):
         return version
@@ -84,16 +87,21 @@ def register(params: RegisterParams, settings: MlflowSettings) -> Decision:
     log.info("%s version %s %s: %s", settings.model_name, version.version, verdict, decision.reason)
 
     client.set_model_version_tag(settings.model_name, version.version, "gate", verdict)
-    client.set_model_version_tag(settings.model_name, version.version, "gate_reason", decision.reason)
+    client.set_model_version_tag(
+        settings.model_name, version.version, "gate_reason", decision.reason
+    )
     with mlflow.start_run(run_id=run["run_id"]):
         mlflow.set_tags({"registry.decision": verdict, "registry.reason": decision.reason})
         mlflow.set_tag("registry.version", version.version)
-    write_json(params.decision, {
-        "model_name": settings.model_name,
-        "version": int(version.version),
-        "promoted": decision.promote,
-        "reason": decision.reason,
-    })
+    write_json(
+        params.decision,
+        {
+            "model_name": settings.model_name,
+            "version": int(version.version),
+            "promoted": decision.promote,
+            "reason": decision.reason,
+        },
+    )
     return decision
 
 

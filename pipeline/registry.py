@@ -72,7 +72,9 @@ def _describe(version: ModelVersion) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="list versions with their aliases and test accuracy")
     promote_parser = commands.add_parser("promote", help="serve VERSION")
@@ -89,8 +91,10 @@ def main(argv: list[str] | None = None) -> None:
             for version in list_versions(client, settings.model_name):
                 print(_describe(version))
             return
-        changed = promote(client, settings, args.version) if args.command == "promote" else (
-            rollback(client, settings)
+        changed = (
+            promote(client, settings, args.version)
+            if args.command == "promote"
+            else (rollback(client, settings))
         )
     except RegistryError as error:
         sys.exit(f"error: {error}")

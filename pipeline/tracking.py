@@ -41,14 +41,16 @@ def configure_mlflow(settings: MlflowSettings) -> str:
 
 
 def git_commit() -> str:
-    """The checked-out commit, marked `-dirty` when tracked files have changed; `unknown` outside git."""
+    """The checked-out commit (`-dirty` when tracked files changed); `unknown` outside git."""
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

@@ -78,7 +78,10 @@ def log_model(model: DigitCNN, example: torch.Tensor) -> str:
 def train(params: TrainParams, settings: MlflowSettings) -> FitResult:
     """Train and track one run; write the stage outputs."""
     device = pick_device()
-    train_split, val_split = load_split(params.data_dir, "train"), load_split(params.data_dir, "val")
+    train_split, val_split = (
+        load_split(params.data_dir, "train"),
+        load_split(params.data_dir, "val"),
+    )
     experiment_id = configure_mlflow(settings)
     started = time.perf_counter()
 
@@ -93,12 +96,14 @@ def train(params: TrainParams, settings: MlflowSettings) -> FitResult:
         mlflow.log_metrics(metrics, step=result.epoch)
 
     with mlflow.start_run(run_name=run_name(params)) as run:
-        mlflow.set_tags({
-            "git_commit": git_commit(),
-            "data_version": data_version(params.data_dir),
-            "device": str(device),
-            "torch_version": torch.__version__,
-        })
+        mlflow.set_tags(
+            {
+                "git_commit": git_commit(),
+                "data_version": data_version(params.data_dir),
+                "device": str(device),
+                "torch_version": torch.__version__,
+            }
+        )
         mlflow.log_params(flat_params(params))
         mlflow.log_params({"train_size": len(train_split[1]), "val_size": len(val_split[1])})
         result = fit(params, train_split, val_split, device, on_epoch=log_epoch)
@@ -117,12 +122,15 @@ def train(params: TrainParams, settings: MlflowSettings) -> FitResult:
     save_checkpoint(result.model, params.model_path)
     write_history(params.history, result.history)
     write_json(params.metrics, summary)
-    write_json(params.run_info, {
-        "run_id": run.info.run_id,
-        "experiment_id": experiment_id,
-        "model_uri": model_uri,
-        "tracking_uri": settings.tracking_uri,
-    })
+    write_json(
+        params.run_info,
+        {
+            "run_id": run.info.run_id,
+            "experiment_id": experiment_id,
+            "model_uri": model_uri,
+            "tracking_uri": settings.tracking_uri,
+        },
+    )
     return result
 
 

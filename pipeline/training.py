@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from pipeline.augment import random_affine
 from pipeline.imaging import normalize, to_unit
-from pipeline.model import DigitCNN, predict_logits
+from pipeline.model import DigitCNN, native_bf16, predict_logits
 from pipeline.params import TrainParams
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,11 @@ class FitResult:
 
 
 def build_model(params: TrainParams) -> DigitCNN:
-    return DigitCNN(params.channels, params.hidden_units, params.dropout)
+    return DigitCNN(params.channels, params.hidden_units, params.dropout, params.convs_per_block)
+
+
+def use_bf16(params: TrainParams, device: torch.device) -> bool:
+    return params.precision == "bf16" or (params.precision == "auto" and native_bf16(device))
 
 
 def evaluate_logits(
@@ -71,6 +75,7 @@ def fit(
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=params.max_lr, epochs=params.epochs, steps_per_epoch=steps_per_epoch
     )
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(params, device))
     history: list[EpochResult] = []
     best: EpochResult | None = None
     best_state: dict[str, torch.Tensor] = {}
@@ -84,8 +89,10 @@ def fit(
             index = order[step * params.batch_size : (step + 1) * params.batch_size]
             batch = random_affine(to_unit(images[index]), params.augment, generator)
             batch = normalize(batch).to(device, memory_format=torch.channels_last)
+            with autocast:
+                logits = model(batch)
             loss = F.cross_entropy(
-                model(batch), labels[index].to(device), label_smoothing=params.label_smoothing
+                logits.float(), labels[index].to(device), label_smoothing=params.label_smoothing
             )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -105,7 +112,12 @@ def fit(
         history.append(result)
         log.info(
             "epoch %d/%d: loss %.4f, val_loss %.4f, val_accuracy %.4f (%.1f s)",
-            epoch, params.epochs, result.epoch_loss, val_loss, val_accuracy, result.seconds,
+            epoch,
+            params.epochs,
+            result.epoch_loss,
+            val_loss,
+            val_accuracy,
+            result.seconds,
         )
         on_epoch(result)
         if best is None or (val_accuracy, -val_loss) > (best.val_accuracy, -best.val_loss):

@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import uvicorn
 import yaml
 
+from pipeline import download, evaluate, preprocess, register, train
 from tests.synthetic import write_mnist_dir
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SEED_IMAGES = PROJECT_ROOT / "tests" / "data"
+STAGES = (download, preprocess, train, evaluate, register)
+
+
+def run_pipeline(params_file: Path, *overrides: str) -> None:
+    """Run every stage in-process, as `dvc repro` would, with `-S` overrides."""
+    argv = ["--params", str(params_file)]
+    for override in overrides:
+        argv += ["-S", override]
+    for stage in STAGES:
+        stage.main(argv)
 
 
 @pytest.fixture(scope="session")
@@ -46,3 +63,51 @@ def params_file(workdir: Path, raw_mnist: tuple[Path, dict[str, str]]) -> Path:
     path = workdir / "params.yaml"
     path.write_text(yaml.safe_dump(tiny_params(*raw_mnist)))
     return path
+
+
+@pytest.fixture(scope="session")
+def trained_registry(tmp_path_factory: pytest.TempPathFactory, raw_mnist) -> dict[str, str]:
+    """A private MLflow store holding a tiny model trained by the real stages, aliased
+    `production`; returns the environment that points at it."""
+    root = tmp_path_factory.mktemp("registry")
+    env = {
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "MNIST_ARTIFACT_ROOT": str(root / "mlartifacts"),
+    }
+    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(*raw_mnist)))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        for name, value in env.items():
+            patch.setenv(name, value)
+        patch.delenv("MLFLOW_RUN_ID", raising=False)
+        run_pipeline(root / "params.yaml")
+    return env
+
+
+@pytest.fixture(scope="session")
+def live_server_url(trained_registry: dict[str, str]) -> Iterator[str]:
+    """The real app, served by uvicorn on a free loopback port in a background thread.
+
+    It serves the tiny test model, or the store named by LIVE_SERVER_TRACKING_URI (the README's
+    screenshots are taken against the real production model that way).
+    """
+    from serving.app import create_app
+    from serving.settings import ServingSettings
+
+    store = os.environ.get("LIVE_SERVER_TRACKING_URI")
+    env = {"MLFLOW_TRACKING_URI": store} if store else trained_registry
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    app = create_app(ServingSettings(**env))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)

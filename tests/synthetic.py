@@ -29,7 +29,7 @@ def render_digits(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
-    """Write a uint8 array in the IDX format MNIST uses (magic 0x0000 08 <ndim>, big-endian dims)."""
+    """Write a uint8 array as MNIST's IDX format (magic 0x0000 08 <ndim>, big-endian dims)."""
     header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
     path.write_bytes(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
 

@@ -14,7 +14,9 @@ from pipeline.imaging import EmptyImageError, to_mnist, to_model_input
 SEED_IMAGES = sorted((Path(__file__).parent / "data").glob("num_*.png"))
 
 
-def drawn_digit(size=(400, 300), offset=(0, 0), width=18, ink=0, paper=255, mode="L") -> Image.Image:
+def drawn_digit(
+    size=(400, 300), offset=(0, 0), width=18, ink=0, paper=255, mode="L"
+) -> Image.Image:
     """A '7' drawn as two strokes, as one would in Paint."""
     image = Image.new(mode, size, paper)
     x, y = size[0] // 2 + offset[0], size[1] // 2 + offset[1]
@@ -57,8 +59,11 @@ def test_transparent_background_is_white_paper() -> None:
 
 @pytest.mark.parametrize(
     "image",
-    [Image.new("L", (200, 200), 255), Image.new("RGB", (50, 80), (0, 0, 0)),
-     Image.new("RGBA", (64, 64), (0, 0, 0, 0))],
+    [
+        Image.new("L", (200, 200), 255),
+        Image.new("RGB", (50, 80), (0, 0, 0)),
+        Image.new("RGBA", (64, 64), (0, 0, 0, 0)),
+    ],
     ids=["white", "black", "transparent"],
 )
 def test_blank_pictures_are_refused(image: Image.Image) -> None:

@@ -19,7 +19,9 @@ def test_project_params_are_valid() -> None:
 
 
 def test_overrides_are_parsed_as_yaml() -> None:
-    params = load_params(PARAMS, ["train.epochs=3", "train.channels=[8, 16]", "train.augment.degrees=0"])
+    params = load_params(
+        PARAMS, ["train.epochs=3", "train.channels=[8, 16]", "train.augment.degrees=0"]
+    )
     assert params.train.epochs == 3
     assert params.train.channels == [8, 16]
     assert params.train.augment.degrees == 0
@@ -27,8 +29,12 @@ def test_overrides_are_parsed_as_yaml() -> None:
 
 @pytest.mark.parametrize(
     ("override", "error"),
-    [("train.epoch=3", KeyError), ("nosuch.epochs=3", KeyError), ("train.epochs", ValueError),
-     ("train.epochs=0", ValidationError)],
+    [
+        ("train.epoch=3", KeyError),
+        ("nosuch.epochs=3", KeyError),
+        ("train.epochs", ValueError),
+        ("train.epochs=0", ValidationError),
+    ],
 )
 def test_bad_overrides_are_refused(override: str, error: type[Exception]) -> None:
     with pytest.raises(error):

@@ -10,19 +10,9 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from pipeline import download, evaluate, preprocess, register, train
 from pipeline.registry import promote, rollback
 from pipeline.settings import MlflowSettings
-
-STAGES = (download, preprocess, train, evaluate, register)
-
-
-def run_pipeline(params_file: Path, *overrides: str) -> None:
-    argv = ["--params", str(params_file)]
-    for override in overrides:
-        argv += ["-S", override]
-    for stage in STAGES:
-        stage.main(argv)
+from tests.conftest import run_pipeline
 
 
 @pytest.fixture

@@ -53,7 +53,7 @@ def test_split_is_deterministic_stratified_and_disjoint() -> None:
     for a, b in zip(first, second, strict=True):
         np.testing.assert_array_equal(a, b)
     assert not np.array_equal(first[2], other[2])
-    train_x, train_y, val_x, val_y = first
+    train_x, _, val_x, val_y = first
     assert np.bincount(val_y).tolist() == [10] * 10  # stratified
     assert set(train_x.ravel()).isdisjoint(val_x.ravel())
     assert len(train_x) + len(val_x) == 1000
@@ -62,11 +62,16 @@ def test_split_is_deterministic_stratified_and_disjoint() -> None:
 def test_test_set_is_kept_apart(tmp_path: Path, raw_mnist) -> None:
     raw_dir, _ = raw_mnist
     params = PreprocessParams(
-        raw_dir=raw_dir, out_dir=tmp_path / "processed", val_size=50, seed=0,
+        raw_dir=raw_dir,
+        out_dir=tmp_path / "processed",
+        val_size=50,
+        seed=0,
         metrics=tmp_path / "data.json",
     )
     counts = preprocess(params)
-    raw_train, _ = read_idx_pair(raw_dir / "train-images-idx3-ubyte", raw_dir / "train-labels-idx1-ubyte")
+    raw_train, _ = read_idx_pair(
+        raw_dir / "train-images-idx3-ubyte", raw_dir / "train-labels-idx1-ubyte"
+    )
     raw_test, raw_test_labels = read_idx_pair(
         raw_dir / "t10k-images-idx3-ubyte", raw_dir / "t10k-labels-idx1-ubyte"
     )

@@ -8,7 +8,10 @@ from pipeline.params import RegisterParams
 from pipeline.register import decide
 
 GATE = RegisterParams(
-    run_info="r.json", metrics="m.json", decision="d.json", min_test_accuracy=0.99,
+    run_info="r.json",
+    metrics="m.json",
+    decision="d.json",
+    min_test_accuracy=0.99,
     min_seed_accuracy=1.0,
 )
 

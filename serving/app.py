@@ -1,0 +1,122 @@
+"""The app factory: model loading and registry polling in the lifespan, errors as sentences."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.formparsers import MultiPartParser
+
+from pipeline.imaging import EmptyImageError
+from serving.api import router
+from serving.decode import UploadError
+from serving.limits import BodySizeLimit, BodyTooLarge
+from serving.metrics import ServiceMetrics
+from serving.model_store import ModelStore
+from serving.settings import ServingSettings
+
+STATIC_DIR = Path(__file__).parent / "static"
+MULTIPART_OVERHEAD = 64 * 1024
+
+
+def _validation_message(error: RequestValidationError) -> str:
+    """One sentence for FastAPI's list of validation errors."""
+    sentences = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"] if part != "body")
+        if item["type"] == "missing" and where in ("file", "files"):
+            sentences.append(
+                f"No file was uploaded: send the image as the multipart form field '{where}'."
+            )
+        else:
+            sentences.append(f"{where or 'request body'}: {item['msg']}.")
+    return " ".join(sentences)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    def detail(status: int, message: str) -> JSONResponse:
+        return JSONResponse({"detail": message}, status_code=status)
+
+    @app.exception_handler(UploadError)
+    async def upload_error(_: Request, error: UploadError) -> JSONResponse:
+        return detail(error.status_code, error.detail)
+
+    @app.exception_handler(EmptyImageError)
+    async def empty_image(_: Request, error: EmptyImageError) -> JSONResponse:
+        return detail(422, str(error))
+
+    @app.exception_handler(BodyTooLarge)
+    async def too_large(_: Request, error: BodyTooLarge) -> JSONResponse:
+        return detail(413, str(error))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, error: RequestValidationError) -> JSONResponse:
+        return detail(422, _validation_message(error))
+
+
+def create_app(settings: ServingSettings | None = None) -> FastAPI:
+    settings = settings or ServingSettings()
+    store, metrics = ModelStore(settings), ServiceMetrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(store.refresh)
+        poller = asyncio.create_task(store.poll())
+        yield
+        poller.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await poller
+
+    app = FastAPI(
+        title="MNIST digit recognizer",
+        description="Classifies pictures of handwritten digits with the registry's "
+        "production model.",
+        lifespan=lifespan,
+    )
+    app.state.settings, app.state.store, app.state.metrics = settings, store, metrics
+    _install_error_handlers(app)
+    app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    batch_limit = settings.max_upload_bytes * settings.max_batch_files + MULTIPART_OVERHEAD
+    single_limit = settings.max_upload_bytes + MULTIPART_OVERHEAD
+    app.add_middleware(
+        BodySizeLimit,
+        limit_for=lambda path: batch_limit if path.endswith("/batch") else single_limit,
+    )
+    # Starlette spools an upload over 1 MB to a temporary file. Bodies are capped above, so a
+    # spool this size keeps every upload in memory: nothing a client sends touches the disk.
+    MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, batch_limit)
+
+    @app.middleware("http")
+    async def record(request: Request, call_next):  # type: ignore[no-untyped-def]
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics.requests.labels(request.method, path, str(response.status_code)).inc()
+        metrics.latency.labels(path).observe(time.perf_counter() - started)
+        return response
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html")
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus_metrics() -> Response:
+        if store.current is not None:
+            metrics.model_version.clear()
+            metrics.model_version.labels(settings.model_name, settings.model_alias).set(
+                float(store.current.version)
+            )
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,61 @@
+"""Request and response models: every endpoint's shape, as shown in /docs."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from pipeline.model import NUM_CLASSES
+
+
+class Prediction(BaseModel):
+    digit: int = Field(ge=0, le=9, description="the most probable digit")
+    confidence: float = Field(ge=0, le=1, description="probability of `digit`")
+    probabilities: list[float] = Field(
+        min_length=NUM_CLASSES, max_length=NUM_CLASSES, description="probability of each digit 0-9"
+    )
+    uncertain: bool = Field(description="true when the model is not confident: maybe not a digit")
+    model_version: str = Field(description="registry version that made this prediction")
+
+
+class BatchItem(BaseModel):
+    filename: str | None = Field(default=None, description="the client's name for the file, echoed")
+    prediction: Prediction | None = None
+    error: str | None = Field(default=None, description="why this file could not be classified")
+    status_code: int = Field(description="the status this file alone would have had")
+
+
+class BatchPrediction(BaseModel):
+    model_version: str
+    results: list[BatchItem]
+
+
+class PixelsRequest(BaseModel):
+    pixels: list[list[int]] = Field(
+        description="grey levels 0-255, one list per row (any size up to 1024×1024; a 28×28 "
+        "MNIST-style image works as is). Dark-on-light and light-on-dark are both accepted.",
+        min_length=1,
+        max_length=1024,
+        examples=[[[0] * 28] * 28],
+    )
+
+
+class ModelInfo(BaseModel):
+    name: str
+    alias: str
+    version: str
+    run_id: str
+    loaded_at: float = Field(description="Unix time the version was loaded")
+
+
+class Health(BaseModel):
+    status: str = "ok"
+
+
+class Readiness(BaseModel):
+    ready: bool
+    model_version: str | None = None
+    reason: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    detail: str = Field(description="what went wrong and what to do, in a sentence")

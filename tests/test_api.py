@@ -1,0 +1,271 @@
+"""The API against a real tiny model in a temporary MLflow registry."""
+
+from __future__ import annotations
+
+import io
+import struct
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from mlflow.tracking import MlflowClient
+from PIL import Image, ImageDraw
+
+from pipeline.registry import promote, rollback
+from serving.app import create_app
+from serving.settings import ServingSettings
+from tests.conftest import SEED_IMAGES
+from tests.synthetic import render_digits
+
+SEVEN = (SEED_IMAGES / "num_7.png").read_bytes()
+
+
+def settings_for(env: dict[str, str], **overrides: object) -> ServingSettings:
+    return ServingSettings(**env, **overrides)
+
+
+@pytest.fixture
+def client(trained_registry: dict[str, str]) -> TestClient:
+    with TestClient(create_app(settings_for(trained_registry))) as test_client:
+        yield test_client
+
+
+def image_bytes(image: Image.Image, fmt: str, **save: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **save)
+    return buffer.getvalue()
+
+
+def served_version(client: TestClient) -> str:
+    return client.get("/model").json()["version"]
+
+
+def test_health_ready_and_model(client: TestClient, trained_registry: dict[str, str]) -> None:
+    assert client.get("/health").json() == {"status": "ok"}
+    ready = client.get("/ready")
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+    info = client.get("/model").json()
+    registry = MlflowClient(trained_registry["MLFLOW_TRACKING_URI"])
+    production = registry.get_model_version_by_alias("mnist-cnn", "production")
+    assert (info["name"], info["alias"]) == ("mnist-cnn", "production")
+    assert (info["version"], info["run_id"]) == (str(production.version), production.run_id)
+
+
+def test_predict_answers_with_the_served_version(client: TestClient) -> None:
+    response = client.post("/predict", files={"file": ("num_7.png", SEVEN, "image/png")})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["digit"] in range(10) and len(body["probabilities"]) == 10
+    assert abs(sum(body["probabilities"]) - 1) < 1e-3
+    assert body["confidence"] == pytest.approx(max(body["probabilities"]), abs=1e-5)
+    assert body["model_version"] == served_version(client)
+    assert isinstance(body["uncertain"], bool)
+
+
+def drawn_one() -> Image.Image:
+    image = Image.new("RGB", (120, 160), "white")
+    ImageDraw.Draw(image).line([(60, 20), (60, 140)], fill="black", width=12)
+    return image
+
+
+@pytest.mark.parametrize(
+    ("fmt", "save"),
+    [
+        ("PNG", {}),
+        ("JPEG", {"quality": 90}),
+        ("BMP", {}),
+        ("WEBP", {}),
+        ("GIF", {"save_all": True, "append_images": [Image.new("RGB", (120, 160), "white")]}),
+    ],
+)
+def test_every_accepted_format(client: TestClient, fmt: str, save: dict) -> None:
+    data = image_bytes(drawn_one(), fmt, **save)
+    response = client.post("/predict", files={"file": (f"x.{fmt.lower()}", data)})
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("not_an_image.txt", (SEED_IMAGES / "not_an_image.txt").read_bytes()),
+        ("doc.pdf", b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\n%%EOF"),
+        ("digit.svg", b'<svg xmlns="http://www.w3.org/2000/svg"><text>7</text></svg>'),
+        ("digit.tiff", image_bytes(drawn_one(), "TIFF")),
+    ],
+)
+def test_files_that_are_not_accepted_images_get_415(
+    client: TestClient, name: str, data: bytes
+) -> None:
+    response = client.post("/predict", files={"file": (name, data)})
+    assert response.status_code == 415
+    assert "not an image" in response.json()["detail"]
+
+
+def test_no_file_is_a_clear_422(client: TestClient) -> None:
+    response = client.post("/predict")
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith("No file was uploaded")
+
+
+@pytest.mark.parametrize(
+    ("data", "phrase"),
+    [
+        (image_bytes(Image.new("RGB", (300, 200), "white"), "PNG"), "blank"),
+        (SEVEN[: len(SEVEN) // 2], "corrupt or truncated"),
+        (b"", "empty"),
+    ],
+    ids=["blank", "truncated", "empty"],
+)
+def test_unusable_images_get_422(client: TestClient, data: bytes, phrase: str) -> None:
+    response = client.post("/predict", files={"file": ("x.png", data, "image/png")})
+    assert response.status_code == 422
+    assert phrase in response.json()["detail"]
+
+
+def test_pixel_limit_is_checked_from_the_header(trained_registry: dict[str, str]) -> None:
+    app = create_app(settings_for(trained_registry, MNIST_MAX_IMAGE_PIXELS=100_000))
+    with TestClient(app) as small:
+        response = small.post("/predict", files={"file": ("big.png", png_bomb(1000, 1000))})
+        assert response.status_code == 413
+        assert "1000×1000 pixels" in response.json()["detail"]
+
+
+def test_upload_over_the_byte_limit_gets_413(trained_registry: dict[str, str]) -> None:
+    app = create_app(settings_for(trained_registry, MNIST_MAX_UPLOAD_BYTES=4096))
+    with TestClient(app) as small:
+        response = small.post("/predict", files={"file": ("big.png", SEVEN + b"\0" * 80_000)})
+        assert response.status_code == 413 and "limit" in response.json()["detail"]
+        assert small.get("/health").status_code == 200
+
+
+def png_bomb(width: int, height: int) -> bytes:
+    """A real 1-bit PNG of width×height white pixels: tiny on the wire, huge once decoded."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    row = b"\0" + b"\xff" * ((width + 7) // 8)
+    compressor = zlib.compressobj(9)
+    compressed = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", compressed)
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_decompression_bomb_is_refused_before_decoding(client: TestClient) -> None:
+    bomb = png_bomb(20000, 20000)
+    assert len(bomb) < 5 * 2**20
+    response = client.post("/predict", files={"file": ("bomb.png", bomb, "image/png")})
+    assert response.status_code == 413
+    assert "megapixels" in response.json()["detail"]
+    assert client.get("/health").status_code == 200
+
+
+def test_batch_reports_each_file(client: TestClient) -> None:
+    files = [
+        ("files", ("seven.png", SEVEN, "image/png")),
+        ("files", ("one.bmp", image_bytes(drawn_one(), "BMP"), "image/bmp")),
+        ("files", ("notes.txt", b"hello", "text/plain")),
+    ]
+    response = client.post("/predict/batch", files=files)
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["status_code"] for r in results] == [200, 200, 415]
+    assert [r["filename"] for r in results] == ["seven.png", "one.bmp", "notes.txt"]
+    assert results[2]["prediction"] is None and "not an image" in results[2]["error"]
+
+
+def test_pixels_form(client: TestClient) -> None:
+    images, _ = render_digits(1, seed=3)
+    response = client.post("/predict/pixels", json={"pixels": images[0].tolist()})
+    assert response.status_code == 200, response.text
+    assert response.json()["model_version"] == served_version(client)
+    ragged = client.post("/predict/pixels", json={"pixels": [[0, 255], [0]]})
+    assert ragged.status_code == 422 and "rectangle" in ragged.json()["detail"]
+    out_of_range = client.post("/predict/pixels", json={"pixels": [[0, 300], [0, 0]]})
+    assert out_of_range.status_code == 422 and "0 to 255" in out_of_range.json()["detail"]
+    not_numbers = client.post("/predict/pixels", json={"pixels": "seven"})
+    assert not_numbers.status_code == 422 and "pixels" in not_numbers.json()["detail"]
+
+
+@pytest.mark.parametrize(("threshold", "uncertain"), [(1.0, True), (0.0, False)])
+def test_uncertain_flag_follows_the_threshold(trained_registry, threshold, uncertain) -> None:
+    app = create_app(settings_for(trained_registry, MNIST_UNCERTAIN_BELOW=threshold))
+    with TestClient(app) as test_client:
+        response = test_client.post("/predict", files={"file": ("7.png", SEVEN, "image/png")})
+        assert response.json()["uncertain"] is uncertain
+
+
+def test_not_ready_without_a_model(tmp_path: Path) -> None:
+    empty = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'empty.db'}"}
+    with TestClient(create_app(settings_for(empty))) as test_client:
+        assert test_client.get("/health").status_code == 200
+        ready = test_client.get("/ready")
+        assert ready.status_code == 503 and "mnist-cnn@production" in ready.json()["reason"]
+        response = test_client.post("/predict", files={"file": ("7.png", SEVEN, "image/png")})
+        assert response.status_code == 503 and "No model is loaded" in response.json()["detail"]
+
+
+def test_alias_move_is_picked_up_without_restart(trained_registry: dict[str, str]) -> None:
+    settings = settings_for(trained_registry, MNIST_POLL_SECONDS=0.1)
+    registry = MlflowClient(settings.tracking_uri)
+    first = registry.get_model_version_by_alias(settings.model_name, settings.model_alias)
+    second = registry.create_model_version(settings.model_name, first.source, first.run_id)
+    app = create_app(settings)
+    with TestClient(app) as test_client, ThreadPoolExecutor(4) as pool:
+        assert served_version(test_client) == str(first.version)
+
+        def predict_seven(_: int) -> tuple[int, str]:
+            response = test_client.post("/predict", files={"file": ("7.png", SEVEN, "image/png")})
+            return response.status_code, response.json().get("model_version", "")
+
+        in_flight = [pool.submit(predict_seven, i) for i in range(12)]
+        promote(registry, settings, str(second.version))
+        try:
+            assert wait_for_version(test_client, str(second.version))
+            after = test_client.post("/predict", files={"file": ("7.png", SEVEN, "image/png")})
+            assert after.json()["model_version"] == str(second.version)
+            assert all(f.result()[0] == 200 for f in in_flight)  # no request failed in the swap
+        finally:
+            rollback(registry, settings)
+        assert wait_for_version(test_client, str(first.version))
+
+
+def wait_for_version(client: TestClient, version: str, attempts: int = 100) -> bool:
+    for _ in range(attempts):
+        if served_version(client) == version:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_prometheus_metrics(client: TestClient) -> None:
+    client.post("/predict", files={"file": ("7.png", SEVEN, "image/png")})
+    text = client.get("/metrics").text
+    assert 'mnist_http_requests_total{method="POST",route="/predict",status="200"}' in text
+    assert "mnist_http_request_duration_seconds_bucket" in text
+    assert "mnist_predictions_total{digit=" in text
+    assert (
+        f'mnist_model_version{{alias="production",name="mnist-cnn"}} '
+        f"{float(served_version(client))}" in text
+    )
+
+
+def test_index_page_and_docs(client: TestClient) -> None:
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    schema = client.get("/openapi.json").json()
+    assert {"/predict", "/predict/batch", "/predict/pixels", "/model", "/ready"} <= set(
+        schema["paths"]
+    )
+    ok = schema["paths"]["/predict"]["post"]["responses"]["200"]["content"]["application/json"]
+    assert ok["schema"]["$ref"].endswith("/Prediction")

@@ -1,0 +1,248 @@
+"""The web page in a real browser: Playwright drives Debian's Chromium against the live app.
+
+Needs a Chromium binary (`apt-get install chromium`; another one can be named with the
+CHROMIUM_EXECUTABLE environment variable); without one they are skipped, except under CI. They also
+write the README's screenshots into docs/screenshots/.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, Request, Route, expect, sync_playwright
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SEED_IMAGES = PROJECT_ROOT / "tests" / "data"
+SCREENSHOTS = PROJECT_ROOT / "docs" / "screenshots"
+VIEWPORT = {"width": 1100, "height": 900}
+CHROMIUM = os.environ.get("CHROMIUM_EXECUTABLE") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+NO_FILE_MESSAGE = "Choose or drop an image first."
+# The page's stable hooks, for these tests and for anyone scripting the page.
+ELEMENT_IDS = (
+    "file-input", "drop-zone", "preview", "predict-upload",
+    "canvas", "clear-canvas", "predict-canvas",
+    "result", "result-digit", "result-confidence", "result-version", "probabilities",
+    "message",
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).is_file():
+        reason = f"no Chromium at {CHROMIUM} (apt-get install chromium, or set CHROMIUM_EXECUTABLE)"
+        if os.environ.get("CI"):  # CI installs it (.ci/run): missing there is a failure
+            pytest.fail(reason)
+        pytest.skip(reason)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def requests_made() -> list[Request]:
+    """Every request the page makes, in order."""
+    return []
+
+
+@pytest.fixture
+def page(browser: Browser, live_server_url: str, requests_made: list[Request]) -> Iterator[Page]:
+    """A fresh tab with the app's page loaded; fails the test on any uncaught JavaScript error."""
+    context = browser.new_context(viewport=VIEWPORT, device_scale_factor=1)
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("request", lambda request: requests_made.append(request))
+    page.goto(f"{live_server_url}/")
+    expect(page.locator("#probabilities > [data-digit]")).to_have_count(10)
+    yield page
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def screenshot(page: Page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / name), full_page=True, animations="disabled")
+
+
+def predict_calls(requests_made: list[Request]) -> list[Request]:
+    return [r for r in requests_made if r.method == "POST" and r.url.endswith("/predict")]
+
+
+def test_page_loads_only_its_own_assets(
+    page: Page, live_server_url: str, requests_made: list[Request]
+) -> None:
+    expect(page).to_have_title("MNIST digit recognizer")
+    for element_id in ELEMENT_IDS:
+        expect(page.locator(f"#{element_id}")).to_be_attached()
+    expect(page.locator("#message")).to_have_attribute("role", "alert")
+    expect(page.locator("#result")).to_be_hidden()
+    # The footer shows the served model, fetched from GET /model.
+    expect(page.locator("#model-info")).to_contain_text("version")
+
+    urls = [r.url for r in requests_made]
+    assert f"{live_server_url}/static/app.js" in urls
+    assert f"{live_server_url}/static/style.css" in urls
+    foreign = [u for u in urls if not u.startswith((live_server_url, "data:", "blob:"))]
+    assert not foreign, f"the page must not load anything from elsewhere: {foreign}"
+    for request in requests_made:
+        response = request.response()
+        if request.url.startswith(live_server_url) and response is not None:
+            assert response.ok, f"{request.url} answered {response.status}"
+
+
+def test_upload_and_predict(page: Page, live_server_url: str) -> None:
+    page.locator("#file-input").set_input_files(SEED_IMAGES / "num_7.png")
+    expect(page.locator("#preview")).to_be_visible()
+    expect(page.locator("#file-name")).to_contain_text("num_7.png")
+
+    with page.expect_response("**/predict") as response_info:
+        page.locator("#predict-upload").click()
+    assert response_info.value.status == 200
+
+    digit_text = page.locator("#result-digit")
+    # The tiny test model is not accurate: any single digit will do.
+    expect(digit_text).to_have_text(re.compile(r"^[0-9]$"))
+    digit = digit_text.inner_text()
+    expect(page.locator("#result")).to_be_visible()
+    expect(page.locator("#result-confidence")).to_have_text(re.compile(r"^<?\d+(\.\d)?%$"))
+    model = page.request.get(f"{live_server_url}/model").json()
+    expect(page.locator("#result-version")).to_have_text(str(model["version"]))
+
+    bars = page.locator("#probabilities > [data-digit]")
+    expect(bars).to_have_count(10)
+    assert [bar.get_attribute("data-digit") for bar in bars.all()] == [str(d) for d in range(10)]
+    expect(page.locator(f'#probabilities > [data-digit="{digit}"]')).to_have_class(
+        re.compile(r"\bis-predicted\b")
+    )
+    expect(page.locator("#probabilities > .is-predicted")).to_have_count(1)
+    expect(page.locator("#message")).to_be_hidden()
+    screenshot(page, "success.png")
+
+
+def test_predict_without_a_file_asks_for_one(page: Page, requests_made: list[Request]) -> None:
+    page.locator("#predict-upload").click()
+    message = page.locator("#message")
+    expect(message).to_be_visible()
+    expect(message).to_have_text(NO_FILE_MESSAGE)
+    expect(page.locator("#result")).to_be_hidden()
+    assert not predict_calls(requests_made), "no file chosen: the API must not be called"
+    screenshot(page, "no-upload.png")
+
+
+def test_wrong_file_type_shows_the_api_message(page: Page) -> None:
+    page.locator("#file-input").set_input_files(SEED_IMAGES / "not_an_image.txt")
+    expect(page.locator("#file-name")).to_contain_text("not_an_image.txt")
+    with page.expect_response("**/predict") as response_info:
+        page.locator("#predict-upload").click()
+    response = response_info.value
+    assert response.status == 415
+    detail = response.json()["detail"]
+
+    message = page.locator("#message")
+    expect(message).to_be_visible()
+    expect(message).to_have_text(detail)
+    expect(message).to_contain_text("image")
+    expect(page.locator("#result")).to_be_hidden()
+    screenshot(page, "wrong-file.png")
+
+
+def test_drop_an_image_on_the_drop_zone(page: Page) -> None:
+    data = (SEED_IMAGES / "num_7.png").read_bytes()
+    data_transfer = page.evaluate_handle(
+        """(bytes) => {
+            const transfer = new DataTransfer();
+            const file = new File([new Uint8Array(bytes)], "num_7.png", {type: "image/png"});
+            transfer.items.add(file);
+            return transfer;
+        }""",
+        list(data),
+    )
+    drop_zone = page.locator("#drop-zone")
+    drop_zone.dispatch_event("dragenter", {"dataTransfer": data_transfer})
+    drop_zone.dispatch_event("drop", {"dataTransfer": data_transfer})
+    expect(page.locator("#preview")).to_be_visible()
+    expect(page.locator("#file-name")).to_contain_text("num_7.png")
+
+    page.locator("#predict-upload").click()
+    expect(page.locator("#result-digit")).to_have_text(re.compile(r"^[0-9]$"))
+
+
+def dark_pixels(page: Page) -> int:
+    return page.evaluate(
+        """() => {
+            const canvas = document.getElementById("canvas");
+            const {data} = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height);
+            let dark = 0;
+            for (let i = 0; i < data.length; i += 4) if (data[i] < 128) dark++;
+            return dark;
+        }"""
+    )
+
+
+def draw_seven(page: Page) -> None:
+    box = page.locator("#canvas").bounding_box()
+    assert box is not None
+
+    def at(fx: float, fy: float) -> tuple[float, float]:
+        return box["x"] + fx * box["width"], box["y"] + fy * box["height"]
+
+    page.mouse.move(*at(0.25, 0.22))
+    page.mouse.down()
+    page.mouse.move(*at(0.75, 0.22), steps=12)
+    page.mouse.move(*at(0.45, 0.82), steps=16)
+    page.mouse.up()
+
+
+def test_draw_and_predict(page: Page) -> None:
+    canvas = page.locator("#canvas")
+    assert canvas.evaluate("c => getComputedStyle(c).touchAction") == "none"
+    assert dark_pixels(page) == 0
+
+    draw_seven(page)
+    assert dark_pixels(page) > 1000, "the stroke should leave thick black ink"
+
+    # Request events carry no blob bodies: read the upload on its way through a route instead.
+    bodies: list[bytes | None] = []
+
+    def pass_through(route: Route) -> None:
+        bodies.append(route.request.post_data_buffer)
+        route.continue_()
+
+    page.route("**/predict", pass_through)
+    with page.expect_response("**/predict") as response_info:
+        page.locator("#predict-canvas").click()
+    assert response_info.value.status == 200
+    expect(page.locator("#result-digit")).to_have_text(re.compile(r"^[0-9]$"))
+    expect(page.locator("#probabilities > [data-digit]")).to_have_count(10)
+
+    # The drawing goes up as a PNG file named canvas.png in the multipart field `file`.
+    assert len(bodies) == 1
+    body = bodies[0]
+    assert body is not None
+    assert b'name="file"; filename="canvas.png"' in body
+    assert b"Content-Type: image/png" in body
+    assert b"\x89PNG\r\n\x1a\n" in body
+    screenshot(page, "canvas.png")
+
+    page.locator("#clear-canvas").click()
+    assert dark_pixels(page) == 0
+    page.locator("#predict-canvas").click()
+    expect(page.locator("#message")).to_contain_text("Draw a digit")
