@@ -10,10 +10,12 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.formparsers import MultiPartParser
+from swagger_ui_bundle import swagger_ui_path
 
 from pipeline.imaging import EmptyImageError
 from serving.api import router
@@ -80,11 +82,14 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         description="Classifies pictures of handwritten digits with the registry's "
         "production model.",
         lifespan=lifespan,
+        docs_url=None,  # served below from local files: FastAPI's default loads them from a CDN
+        redoc_url=None,
     )
     app.state.settings, app.state.store, app.state.metrics = settings, store, metrics
     _install_error_handlers(app)
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
 
     batch_limit = settings.max_upload_bytes * settings.max_batch_files + MULTIPART_OVERHEAD
     single_limit = settings.max_upload_bytes + MULTIPART_OVERHEAD
@@ -109,6 +114,16 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title}: API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        )
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus_metrics() -> Response:

@@ -263,6 +263,9 @@ def test_prometheus_metrics(client: TestClient) -> None:
 def test_index_page_and_docs(client: TestClient) -> None:
     page = client.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    docs = client.get("/docs").text
+    assert "/docs-assets/swagger-ui-bundle.js" in docs and "cdn" not in docs.lower()
+    assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
     schema = client.get("/openapi.json").json()
     assert {"/predict", "/predict/batch", "/predict/pixels", "/model", "/ready"} <= set(
         schema["paths"]
