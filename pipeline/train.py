@@ -25,7 +25,7 @@ from pipeline.model import DigitCNN, pick_device, save_checkpoint
 from pipeline.params import TrainParams
 from pipeline.settings import MlflowSettings
 from pipeline.tracking import configure_mlflow, git_commit
-from pipeline.training import EpochResult, FitResult, fit
+from pipeline.training import EpochResult, FitResult, fit, use_bf16
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,7 @@ def train(params: TrainParams, settings: MlflowSettings) -> FitResult:
                 "git_commit": git_commit(),
                 "data_version": data_version(params.data_dir),
                 "device": str(device),
+                "precision": "bf16" if use_bf16(params, device) else "fp32",
                 "torch_version": torch.__version__,
             }
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import mlflow
@@ -10,6 +11,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from pipeline.registry import main as registry_cli
 from pipeline.registry import promote, rollback
 from pipeline.settings import MlflowSettings
 from tests.conftest import run_pipeline
@@ -88,3 +90,17 @@ def test_gate_keeps_production_on_a_worse_model_and_rollback_works(pipeline_run:
     rollback(client, settings)
     served = client.get_model_version_by_alias(settings.model_name, settings.model_alias)
     assert str(served.version) == str(first.version)
+
+
+def test_registry_cli(pipeline_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    registry_cli(["list"])
+    listing = capsys.readouterr().out
+    assert re.search(r"^\s+1\s+production\s+\d\.\d{4}", listing, flags=re.MULTILINE), listing
+
+    with pytest.raises(SystemExit, match="nothing to roll back to"):
+        registry_cli(["rollback"])
+    with pytest.raises(SystemExit, match="has no version 99"):
+        registry_cli(["promote", "99"])
+
+    registry_cli(["promote", "1"])
+    assert "version 1 now holds 'production'" in capsys.readouterr().out
