@@ -51,6 +51,8 @@ class TrainParams(_Section):
     max_lr: float = Field(gt=0)
     weight_decay: float = Field(ge=0)
     label_smoothing: float = Field(ge=0, lt=1)
+    # Validate and keep an exponential moving average of the weights; 0 keeps the raw weights.
+    ema_decay: float = Field(default=0.0, ge=0, lt=1)
     dropout: float = Field(ge=0, lt=1)
     channels: list[int]
     convs_per_block: int = Field(default=1, gt=0)

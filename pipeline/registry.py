@@ -32,10 +32,18 @@ def version_with_alias(client: MlflowClient, name: str, alias: str) -> ModelVers
         return None
 
 
-def list_versions(client: MlflowClient, name: str) -> list[ModelVersion]:
-    """Every version of the model, newest first."""
+def list_versions(client: MlflowClient, name: str) -> list[tuple[ModelVersion, list[str]]]:
+    """Every version of the model, newest first, with the aliases it holds."""
+    try:
+        # Search results leave out aliases; the registered model has them all.
+        aliases = client.get_registered_model(name).aliases
+    except MlflowException as error:
+        raise RegistryError(f"No model named {name} is registered yet: run `dvc repro`.") from error
     versions = client.search_model_versions(f"name = '{name}'")
-    return sorted(versions, key=lambda v: int(v.version), reverse=True)
+    return [
+        (version, [a for a, v in aliases.items() if str(v) == str(version.version)])
+        for version in sorted(versions, key=lambda v: int(v.version), reverse=True)
+    ]
 
 
 def promote(client: MlflowClient, settings: MlflowSettings, version: str) -> ModelVersion:
@@ -65,10 +73,9 @@ def rollback(client: MlflowClient, settings: MlflowSettings) -> ModelVersion:
     return promote(client, settings, previous.version)
 
 
-def _describe(version: ModelVersion) -> str:
-    aliases = ",".join(version.aliases) or "-"
+def _describe(version: ModelVersion, aliases: list[str]) -> str:
     accuracy = version.tags.get("test_accuracy", "-")
-    return f"{version.version:>7}  {aliases:<22} {accuracy:<14} {version.run_id}"
+    return f"{version.version:>7}  {','.join(aliases) or '-':<22} {accuracy:<14} {version.run_id}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -88,8 +95,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.command == "list":
             print(f"{'version':>7}  {'aliases':<22} {'test_accuracy':<14} run_id")
-            for version in list_versions(client, settings.model_name):
-                print(_describe(version))
+            for version, aliases in list_versions(client, settings.model_name):
+                print(_describe(version, aliases))
             return
         changed = (
             promote(client, settings, args.version)

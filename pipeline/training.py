@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from pipeline.augment import random_affine
@@ -56,6 +57,43 @@ def evaluate_logits(
     return loss, accuracy
 
 
+def _train_epoch(
+    model: nn.Module,
+    ema: AveragedModel | None,
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    train: tuple[torch.Tensor, torch.Tensor],
+    params: TrainParams,
+    generator: torch.Generator,
+    description: str,
+) -> float:
+    """One pass over the shuffled, freshly augmented training set; returns the mean loss."""
+    device = next(model.parameters()).device
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(params, device))
+    images, labels = train
+    order = torch.randperm(len(labels), generator=generator)
+    total_loss = 0.0
+    model.train()
+    bar = tqdm(order.split(params.batch_size), desc=description, leave=False)
+    for index in bar:
+        batch = random_affine(to_unit(images[index]), params.augment, generator)
+        batch = normalize(batch).to(device, memory_format=torch.channels_last)
+        with autocast:
+            logits = model(batch)
+        loss = F.cross_entropy(
+            logits.float(), labels[index].to(device), label_smoothing=params.label_smoothing
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        if ema is not None:
+            ema.update_parameters(model)
+        total_loss += loss.item() * len(index)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+    return total_loss / len(labels)
+
+
 def fit(
     params: TrainParams,
     train: tuple[torch.Tensor, torch.Tensor],
@@ -63,47 +101,41 @@ def fit(
     device: torch.device,
     on_epoch: Callable[[EpochResult], None] = lambda result: None,
 ) -> FitResult:
-    """Train for `params.epochs` and return the model of the best epoch by validation accuracy."""
+    """Train for `params.epochs` and return the model of the best epoch by validation accuracy.
+
+    With `ema_decay`, the weights validated and kept are an exponential moving average of the
+    trained ones (BatchNorm statistics included).
+    """
     torch.manual_seed(params.seed)
     generator = torch.Generator().manual_seed(params.seed)
     model = build_model(params).to(device, memory_format=torch.channels_last)
-    images, labels = train
-    steps_per_epoch = -(-len(labels) // params.batch_size)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=params.max_lr, weight_decay=params.weight_decay
     )
     schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=params.max_lr, epochs=params.epochs, steps_per_epoch=steps_per_epoch
+        optimizer,
+        max_lr=params.max_lr,
+        epochs=params.epochs,
+        steps_per_epoch=-(-len(train[1]) // params.batch_size),
     )
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(params, device))
+    ema = None
+    if params.ema_decay:
+        average = get_ema_multi_avg_fn(params.ema_decay)
+        ema = AveragedModel(model, multi_avg_fn=average, use_buffers=True)
+    scored: nn.Module = ema.module if ema is not None else model
     history: list[EpochResult] = []
     best: EpochResult | None = None
     best_state: dict[str, torch.Tensor] = {}
     for epoch in range(1, params.epochs + 1):
         started = time.perf_counter()
-        model.train()
-        order = torch.randperm(len(labels), generator=generator)
-        total_loss = 0.0
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{params.epochs}", leave=False)
-        for step in bar:
-            index = order[step * params.batch_size : (step + 1) * params.batch_size]
-            batch = random_affine(to_unit(images[index]), params.augment, generator)
-            batch = normalize(batch).to(device, memory_format=torch.channels_last)
-            with autocast:
-                logits = model(batch)
-            loss = F.cross_entropy(
-                logits.float(), labels[index].to(device), label_smoothing=params.label_smoothing
-            )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            total_loss += loss.item() * len(index)
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-        val_loss, val_accuracy = evaluate_logits(model, *val)
+        description = f"epoch {epoch}/{params.epochs}"
+        epoch_loss = _train_epoch(
+            model, ema, optimizer, schedule, train, params, generator, description
+        )
+        val_loss, val_accuracy = evaluate_logits(scored, *val)
         result = EpochResult(
             epoch=epoch,
-            epoch_loss=total_loss / len(labels),
+            epoch_loss=epoch_loss,
             val_loss=val_loss,
             val_accuracy=val_accuracy,
             learning_rate=optimizer.param_groups[0]["lr"],
@@ -112,16 +144,11 @@ def fit(
         history.append(result)
         log.info(
             "epoch %d/%d: loss %.4f, val_loss %.4f, val_accuracy %.4f (%.1f s)",
-            epoch,
-            params.epochs,
-            result.epoch_loss,
-            val_loss,
-            val_accuracy,
-            result.seconds,
-        )
+            epoch, params.epochs, epoch_loss, val_loss, val_accuracy, result.seconds,
+        )  # fmt: skip
         on_epoch(result)
         if best is None or (val_accuracy, -val_loss) > (best.val_accuracy, -best.val_loss):
-            best, best_state = result, copy.deepcopy(model.state_dict())
+            best, best_state = result, copy.deepcopy(scored.state_dict())
     assert best is not None  # epochs > 0 is validated by the params model
-    model.load_state_dict(best_state)
-    return FitResult(model=model.eval(), history=history, best=best)
+    scored.load_state_dict(best_state)
+    return FitResult(model=scored.eval(), history=history, best=best)

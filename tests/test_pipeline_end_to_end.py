@@ -92,6 +92,11 @@ def test_gate_keeps_production_on_a_worse_model_and_rollback_works(pipeline_run:
     assert str(served.version) == str(first.version)
 
 
+def test_registry_cli_on_an_empty_store(workdir: Path) -> None:
+    with pytest.raises(SystemExit, match="No model named mnist-cnn is registered yet"):
+        registry_cli(["list"])
+
+
 def test_registry_cli(pipeline_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     registry_cli(["list"])
     listing = capsys.readouterr().out
