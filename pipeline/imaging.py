@@ -11,7 +11,6 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 from scipy import ndimage
-from torchvision.transforms.v2 import functional as TF
 
 IMAGE_SIZE = 28
 DIGIT_BOX = 20
@@ -82,14 +81,16 @@ def to_mnist(image: Image.Image) -> np.ndarray:
 
 def to_unit(pixels: torch.Tensor) -> torch.Tensor:
     """uint8 images (N, H, W) or (N, 1, H, W) → float32 (N, 1, H, W) in [0, 1]."""
+    # Plain torch rather than torchvision's transforms: importing torchvision adds seconds to
+    # the API's start-up, and this module is all that serving needs of the pipeline's code.
     if pixels.ndim == 3:
         pixels = pixels.unsqueeze(1)
-    return TF.to_dtype(pixels, torch.float32, scale=True)
+    return pixels.to(torch.float32) / 255
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
     """Standardise [0, 1] images with the training set's mean and standard deviation."""
-    return TF.normalize(images, mean=[MNIST_MEAN], std=[MNIST_STD])
+    return (images - MNIST_MEAN) / MNIST_STD
 
 
 def to_model_input(pixels: torch.Tensor | np.ndarray) -> torch.Tensor:

@@ -45,6 +45,16 @@ def test_position_and_scale_do_not_matter() -> None:
         assert np.abs(moved - reference).mean() < 20
 
 
+def test_thickness_does_not_move_the_digit() -> None:
+    thin, thick = to_mnist(drawn_digit(width=8)), to_mnist(drawn_digit(width=40))
+    for digit in (thin, thick):
+        cy, cx = ndimage.center_of_mass(digit)
+        assert abs(cy - 14) < 1.5 and abs(cx - 14) < 1.5
+    overlap = ((thin > 64) & (thick > 64)).sum() / (thin > 64).sum()
+    assert overlap > 0.8  # the thin stroke lies inside the thick one
+    assert (thick > 64).sum() > 1.3 * (thin > 64).sum()
+
+
 def test_light_on_dark_and_dark_on_light_agree() -> None:
     dark_ink = to_mnist(drawn_digit(ink=0, paper=255)).astype(float)
     light_ink = to_mnist(drawn_digit(ink=255, paper=0)).astype(float)
