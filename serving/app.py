@@ -20,7 +20,7 @@ from swagger_ui_bundle import swagger_ui_path
 from pipeline.imaging import EmptyImageError
 from serving.api import router
 from serving.decode import UploadError
-from serving.limits import BodySizeLimit, BodyTooLarge
+from serving.limits import BodySizeLimit
 from serving.metrics import ServiceMetrics
 from serving.model_store import ModelStore
 from serving.settings import ServingSettings
@@ -54,10 +54,6 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(EmptyImageError)
     async def empty_image(_: Request, error: EmptyImageError) -> JSONResponse:
         return detail(422, str(error))
-
-    @app.exception_handler(BodyTooLarge)
-    async def too_large(_: Request, error: BodyTooLarge) -> JSONResponse:
-        return detail(413, str(error))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, error: RequestValidationError) -> JSONResponse:

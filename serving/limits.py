@@ -11,12 +11,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 class BodyTooLarge(Exception):
     def __init__(self, limit: int) -> None:
         super().__init__(f"The upload is larger than the {limit / 2**20:g} MB limit.")
-        self.limit = limit
 
 
 class BodySizeLimit:
-    """Pure ASGI middleware: refuses a body over `limit_for(path)` bytes, by its Content-Length
-    header at once, or by counting the bytes received when there is none."""
+    """Pure ASGI middleware: answers 413 to a body over `limit_for(path)` bytes, by its
+    Content-Length header at once, or by counting the bytes as they arrive when there is none.
+
+    Counting stops the read by raising inside `receive`; whatever the app then answers (FastAPI
+    turns a failed body read into a 400) is replaced by the 413.
+    """
 
     def __init__(self, app: ASGIApp, limit_for: Callable[[str], int]) -> None:
         self.app = app
@@ -27,23 +30,36 @@ class BodySizeLimit:
             await self.app(scope, receive, send)
             return
         limit = self.limit_for(scope["path"])
-        headers = dict(scope.get("headers") or [])
-        declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limit:
             await self._refuse(send, limit)
             return
-        received = 0
+        received, exceeded, answered = 0, False, False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
+                    exceeded = True
                     raise BodyTooLarge(limit)
             return message
 
-        await self.app(scope, counting_receive, send)
+        async def guarded_send(message: Message) -> None:
+            nonlocal answered
+            if not exceeded:
+                answered = answered or message["type"] == "http.response.start"
+                await send(message)
+            elif message["type"] == "http.response.start" and not answered:
+                answered = True
+                await self._refuse(send, limit)
+
+        try:
+            await self.app(scope, counting_receive, guarded_send)
+        except BodyTooLarge:
+            if not answered:
+                await self._refuse(send, limit)
 
     @staticmethod
     async def _refuse(send: Send, limit: int) -> None:

@@ -6,6 +6,7 @@ import io
 import struct
 import time
 import zlib
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -272,3 +273,27 @@ def test_index_page_and_docs(client: TestClient) -> None:
     )
     ok = schema["paths"]["/predict"]["post"]["responses"]["200"]["content"]["application/json"]
     assert ok["schema"]["$ref"].endswith("/Prediction")
+
+
+def test_streamed_upload_is_cut_off_at_the_limit(trained_registry: dict[str, str]) -> None:
+    """Without a Content-Length header the body is counted as it arrives."""
+    boundary = "limit-test"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n'
+        "Content-Type: image/png\r\n\r\n"
+    ).encode()
+    body = head + b"\0" * 200_000 + f"\r\n--{boundary}--\r\n".encode()
+
+    def chunks() -> Iterator[bytes]:
+        for start in range(0, len(body), 8192):
+            yield body[start : start + 8192]
+
+    app = create_app(settings_for(trained_registry, MNIST_MAX_UPLOAD_BYTES=4096))
+    with TestClient(app) as small:
+        response = small.post(
+            "/predict",
+            content=chunks(),
+            headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+        )
+        assert response.status_code == 413, response.text
+        assert "limit" in response.json()["detail"]
