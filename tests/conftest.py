@@ -42,7 +42,9 @@ def tiny_params(raw_dir: Path, checksums: dict[str, str]) -> dict:
     params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
     params["download"].update(local_dir=str(raw_dir), mirrors=[], npm_package=None, files=checksums)
     params["preprocess"]["val_size"] = 50
-    params["train"].update(epochs=2, batch_size=32, channels=[8, 16, 16], hidden_units=32)
+    params["train"].update(
+        epochs=2, batch_size=32, channels=[8, 16, 16], hidden_units=32, ema_decay=0.9
+    )
     params["evaluate"]["seed_images_dir"] = str(SEED_IMAGES)
     params["register"].update(min_test_accuracy=0.0, min_seed_accuracy=0.0)
     return params
