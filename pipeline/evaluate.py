@@ -60,8 +60,10 @@ def per_class_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict[str, 
 
 
 def read_history(path: Path) -> list[dict[str, float]]:
+    """The numeric columns of the training history written by the train stage."""
     with path.open() as stream:
-        return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(stream)]
+        rows = list(csv.DictReader(stream))
+    return [{key: float(value) for key, value in row.items() if key != "kept"} for row in rows]
 
 
 def evaluate(params: EvaluateParams, settings: MlflowSettings) -> dict[str, object]:

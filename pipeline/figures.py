@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -10,16 +11,24 @@ from sklearn.metrics import ConfusionMatrixDisplay
 
 
 def training_curves(history: Sequence[dict[str, float]]) -> Figure:
-    """Training loss and validation loss by epoch, with validation accuracy beside them."""
+    """Training and validation loss by epoch, with the validation error rate beside them."""
     epochs = [int(row["epoch"]) for row in history]
     figure = Figure(figsize=(10, 4), layout="constrained")
     losses, accuracy = figure.subplots(1, 2)
     losses.plot(epochs, [row["epoch_loss"] for row in history], "o-", label="epoch_loss (train)")
     losses.plot(epochs, [row["val_loss"] for row in history], "o-", label="val_loss")
+    # Error rate on a log scale: the last epochs' tenths of a percent stay visible.
+    accuracy.plot(
+        epochs, [100 * (1 - row["val_accuracy"]) for row in history], "o-", label="weights"
+    )
+    if any(math.isfinite(row.get("ema_val_loss", math.nan)) for row in history):
+        losses.plot(epochs, [row["ema_val_loss"] for row in history], "o--", label="ema_val_loss")
+        ema_error = [100 * (1 - row["ema_val_accuracy"]) for row in history]
+        accuracy.plot(epochs, ema_error, "o--", label="moving average of weights")
     losses.set(xlabel="epoch", ylabel="cross-entropy", title="Loss")
+    accuracy.set(xlabel="epoch", ylabel="error (%)", title="Validation error", yscale="log")
     losses.legend()
-    accuracy.plot(epochs, [row["val_accuracy"] for row in history], "o-", color="tab:green")
-    accuracy.set(xlabel="epoch", ylabel="accuracy", title="Validation accuracy")
+    accuracy.legend()
     for axes in (losses, accuracy):
         axes.grid(alpha=0.3)
         axes.set_xticks(epochs)

@@ -93,6 +93,11 @@ def train(params: TrainParams, settings: MlflowSettings) -> FitResult:
             "learning_rate": result.learning_rate,
             "epoch_seconds": result.seconds,
         }
+        if params.ema_decay:
+            metrics |= {
+                "ema_val_loss": result.ema_val_loss,
+                "ema_val_accuracy": result.ema_val_accuracy,
+            }
         mlflow.log_metrics(metrics, step=result.epoch)
 
     with mlflow.start_run(run_name=run_name(params)) as run:
@@ -111,12 +116,13 @@ def train(params: TrainParams, settings: MlflowSettings) -> FitResult:
         seconds = time.perf_counter() - started
         summary = {
             "best_epoch": result.best.epoch,
-            "best_val_accuracy": result.best.val_accuracy,
-            "best_val_loss": result.best.val_loss,
+            "best_val_accuracy": result.best.score[0],
+            "best_val_loss": -result.best.score[1],
             "train_seconds": seconds,
             "seconds_per_epoch": float(np.median([r.seconds for r in result.history])),
         }
         mlflow.log_metrics(summary)
+        mlflow.set_tag("kept_weights", result.best.kept)
         model_uri = log_model(result.model, train_split[0][:4])
         log.info("Run %s logged model %s", run.info.run_id, model_uri)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,12 +25,25 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class EpochResult:
+    """One epoch's numbers. `val_*` score the trained weights, `ema_val_*` their moving average
+    (NaN without one); `kept` says which of the two the epoch would keep."""
+
     epoch: int
     epoch_loss: float
     val_loss: float
     val_accuracy: float
+    ema_val_loss: float
+    ema_val_accuracy: float
+    kept: str
     learning_rate: float
     seconds: float
+
+    @property
+    def score(self) -> tuple[float, float]:
+        """What picks the best epoch: validation accuracy, then lower loss, of the kept weights."""
+        if self.kept == "ema":
+            return self.ema_val_accuracy, -self.ema_val_loss
+        return self.val_accuracy, -self.val_loss
 
 
 @dataclass
@@ -101,10 +115,12 @@ def fit(
     device: torch.device,
     on_epoch: Callable[[EpochResult], None] = lambda result: None,
 ) -> FitResult:
-    """Train for `params.epochs` and return the model of the best epoch by validation accuracy.
+    """Train for `params.epochs` and return the weights of the best epoch by validation accuracy.
 
-    With `ema_decay`, the weights validated and kept are an exponential moving average of the
-    trained ones (BatchNorm statistics included).
+    With `ema_decay`, an exponential moving average of the weights (BatchNorm statistics
+    included) is validated beside them each epoch, and the one with the lower validation loss is
+    kept: the average on full runs, the raw weights on runs too short for the average to forget
+    its random start.
     """
     torch.manual_seed(params.seed)
     generator = torch.Generator().manual_seed(params.seed)
@@ -122,7 +138,6 @@ def fit(
     if params.ema_decay:
         average = get_ema_multi_avg_fn(params.ema_decay)
         ema = AveragedModel(model, multi_avg_fn=average, use_buffers=True)
-    scored: nn.Module = ema.module if ema is not None else model
     history: list[EpochResult] = []
     best: EpochResult | None = None
     best_state: dict[str, torch.Tensor] = {}
@@ -132,23 +147,32 @@ def fit(
         epoch_loss = _train_epoch(
             model, ema, optimizer, schedule, train, params, generator, description
         )
-        val_loss, val_accuracy = evaluate_logits(scored, *val)
+        val_loss, val_accuracy = evaluate_logits(model, *val)
+        ema_loss, ema_accuracy = evaluate_logits(ema.module, *val) if ema else (math.nan, math.nan)
+        # Loss rather than accuracy decides between the two: on 5k images their accuracies
+        # often differ by an image or two, which is noise.
+        kept = "ema" if ema and ema_loss < val_loss else "weights"
         result = EpochResult(
             epoch=epoch,
             epoch_loss=epoch_loss,
             val_loss=val_loss,
             val_accuracy=val_accuracy,
+            ema_val_loss=ema_loss,
+            ema_val_accuracy=ema_accuracy,
+            kept=kept,
             learning_rate=optimizer.param_groups[0]["lr"],
             seconds=time.perf_counter() - started,
         )
         history.append(result)
         log.info(
-            "epoch %d/%d: loss %.4f, val_loss %.4f, val_accuracy %.4f (%.1f s)",
-            epoch, params.epochs, epoch_loss, val_loss, val_accuracy, result.seconds,
+            "epoch %d/%d: loss %.4f, val_loss %.4f, val_accuracy %.4f, EMA %.4f/%.4f (%.1f s)",
+            epoch, params.epochs, epoch_loss, val_loss, val_accuracy, ema_loss, ema_accuracy,
+            result.seconds,
         )  # fmt: skip
         on_epoch(result)
-        if best is None or (val_accuracy, -val_loss) > (best.val_accuracy, -best.val_loss):
-            best, best_state = result, copy.deepcopy(scored.state_dict())
+        if best is None or result.score > best.score:
+            source = ema.module if kept == "ema" and ema else model
+            best, best_state = result, copy.deepcopy(source.state_dict())
     assert best is not None  # epochs > 0 is validated by the params model
-    scored.load_state_dict(best_state)
-    return FitResult(model=scored.eval(), history=history, best=best)
+    model.load_state_dict(best_state)
+    return FitResult(model=model.eval(), history=history, best=best)

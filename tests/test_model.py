@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,9 @@ import torch
 
 from pipeline.augment import random_affine, random_affine_matrices
 from pipeline.model import DigitCNN, load_checkpoint, predict_proba, save_checkpoint
-from pipeline.params import AugmentParams
+from pipeline.params import AugmentParams, load_params
+from pipeline.training import evaluate_logits, fit
+from tests.conftest import PROJECT_ROOT
 from tests.synthetic import render_digits
 
 AUGMENT = AugmentParams(degrees=10, translate=0.1, scale=(0.9, 1.1), shear=10)
@@ -77,3 +80,22 @@ def test_identity_matrix_reproduces_the_image() -> None:
     batch = unit_batch(2)
     params = AugmentParams(degrees=0, translate=0, scale=(1, 1), shear=1e-9)
     torch.testing.assert_close(random_affine(batch, params), batch, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("ema_decay", [0.0, 0.99])
+def test_fit_returns_the_weights_of_the_best_epoch(ema_decay: float) -> None:
+    params = load_params(
+        PROJECT_ROOT / "params.yaml",
+        ["train.epochs=3", "train.batch_size=32", "train.channels=[8, 16]",
+         "train.hidden_units=16", f"train.ema_decay={ema_decay}"],
+    ).train  # fmt: skip
+    images, labels = render_digits(200, seed=4)
+    train = torch.from_numpy(images[:160]), torch.from_numpy(labels[:160]).long()
+    val = torch.from_numpy(images[160:]), torch.from_numpy(labels[160:]).long()
+    result = fit(params, train, val, torch.device("cpu"))
+    assert [r.epoch for r in result.history] == [1, 2, 3]
+    assert result.best.score == max(r.score for r in result.history)
+    loss, accuracy = evaluate_logits(result.model, *val)
+    assert (accuracy, -loss) == pytest.approx(result.best.score, abs=1e-5)
+    if ema_decay == 0:
+        assert all(r.kept == "weights" and math.isnan(r.ema_val_accuracy) for r in result.history)
