@@ -20,7 +20,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SEED_IMAGES = PROJECT_ROOT / "tests" / "data"
-SCREENSHOTS = PROJECT_ROOT / "docs" / "screenshots"
+# Screenshots go to a temporary folder, or to SCREENSHOT_DIR: the README's are refreshed with
+#   LIVE_SERVER_TRACKING_URI=sqlite:///mlflow.db SCREENSHOT_DIR=docs/screenshots \
+#   pytest tests/test_browser.py
+SCREENSHOT_DIR = os.environ.get("SCREENSHOT_DIR")
 VIEWPORT = {"width": 1100, "height": 900}
 CHROMIUM = os.environ.get("CHROMIUM_EXECUTABLE") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -77,9 +80,15 @@ def page(browser: Browser, live_server_url: str, requests_made: list[Request]) -
     assert not errors, f"JavaScript errors on the page: {errors}"
 
 
-def screenshot(page: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / name), full_page=True, animations="disabled")
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return Path(SCREENSHOT_DIR) if SCREENSHOT_DIR else tmp_path_factory.mktemp("screenshots")
+
+
+def screenshot(page: Page, directory: Path, name: str) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(directory / name), full_page=True, animations="disabled")
+    assert (directory / name).stat().st_size > 10_000  # a rendered page, not an empty image
 
 
 def predict_calls(requests_made: list[Request]) -> list[Request]:
@@ -108,7 +117,7 @@ def test_page_loads_only_its_own_assets(
             assert response.ok, f"{request.url} answered {response.status}"
 
 
-def test_upload_and_predict(page: Page, live_server_url: str) -> None:
+def test_upload_and_predict(page: Page, live_server_url: str, screenshots: Path) -> None:
     page.locator("#file-input").set_input_files(SEED_IMAGES / "num_7.png")
     expect(page.locator("#preview")).to_be_visible()
     expect(page.locator("#file-name")).to_contain_text("num_7.png")
@@ -134,20 +143,22 @@ def test_upload_and_predict(page: Page, live_server_url: str) -> None:
     )
     expect(page.locator("#probabilities > .is-predicted")).to_have_count(1)
     expect(page.locator("#message")).to_be_hidden()
-    screenshot(page, "success.png")
+    screenshot(page, screenshots, "success.png")
 
 
-def test_predict_without_a_file_asks_for_one(page: Page, requests_made: list[Request]) -> None:
+def test_predict_without_a_file_asks_for_one(
+    page: Page, requests_made: list[Request], screenshots: Path
+) -> None:
     page.locator("#predict-upload").click()
     message = page.locator("#message")
     expect(message).to_be_visible()
     expect(message).to_have_text(NO_FILE_MESSAGE)
     expect(page.locator("#result")).to_be_hidden()
     assert not predict_calls(requests_made), "no file chosen: the API must not be called"
-    screenshot(page, "no-upload.png")
+    screenshot(page, screenshots, "no-upload.png")
 
 
-def test_wrong_file_type_shows_the_api_message(page: Page) -> None:
+def test_wrong_file_type_shows_the_api_message(page: Page, screenshots: Path) -> None:
     page.locator("#file-input").set_input_files(SEED_IMAGES / "not_an_image.txt")
     expect(page.locator("#file-name")).to_contain_text("not_an_image.txt")
     with page.expect_response("**/predict") as response_info:
@@ -161,7 +172,7 @@ def test_wrong_file_type_shows_the_api_message(page: Page) -> None:
     expect(message).to_have_text(detail)
     expect(message).to_contain_text("image")
     expect(page.locator("#result")).to_be_hidden()
-    screenshot(page, "wrong-file.png")
+    screenshot(page, screenshots, "wrong-file.png")
 
 
 def test_drop_an_image_on_the_drop_zone(page: Page) -> None:
@@ -211,7 +222,7 @@ def draw_seven(page: Page) -> None:
     page.mouse.up()
 
 
-def test_draw_and_predict(page: Page) -> None:
+def test_draw_and_predict(page: Page, screenshots: Path) -> None:
     canvas = page.locator("#canvas")
     assert canvas.evaluate("c => getComputedStyle(c).touchAction") == "none"
     assert dark_pixels(page) == 0
@@ -240,7 +251,7 @@ def test_draw_and_predict(page: Page) -> None:
     assert b'name="file"; filename="canvas.png"' in body
     assert b"Content-Type: image/png" in body
     assert b"\x89PNG\r\n\x1a\n" in body
-    screenshot(page, "canvas.png")
+    screenshot(page, screenshots, "canvas.png")
 
     page.locator("#clear-canvas").click()
     assert dark_pixels(page) == 0

@@ -3,6 +3,8 @@ in a temporary copy of the project with tiny parameters."""
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import shutil
 import subprocess
@@ -79,10 +81,9 @@ def test_dvc_exp_run_with_a_changed_param(project) -> None:
     output = run(["dvc", "exp", "run", "-S", "train.epochs=1"], root, env)
     assert "Running stage 'train'" in output
     assert "Running stage 'download'" not in output  # data stages do not depend on train params
-    table = run(["dvc", "exp", "show", "--csv"], root, env).splitlines()
-    epochs = table[0].split(",").index("train.epochs")
-    experiments = [row.split(",") for row in table[1:] if row.split(",")[2] == "branch_base"]
-    assert experiments and experiments[-1][epochs] == "1"
+    table = csv.DictReader(io.StringIO(run(["dvc", "exp", "show", "--csv"], root, env)))
+    experiments = [row for row in table if row["typ"] == "branch_base"]
+    assert experiments and experiments[-1]["train.epochs"] == "1"
 
 
 def test_mlflow_run_train_entry_point(project) -> None:
