@@ -1,0 +1,74 @@
+"""The same code against a real `mlflow server` (on loopback), chosen by MLFLOW_TRACKING_URI."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from fastapi.testclient import TestClient
+from mlflow.tracking import MlflowClient
+
+from serving.app import create_app
+from serving.settings import ServingSettings
+from tests.conftest import SEED_IMAGES, run_pipeline, tiny_params
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tracking_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root = tmp_path_factory.mktemp("mlflow-server")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [
+        str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
+        "--port", str(port), "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
+        "--artifacts-destination", str(root / "artifacts"), "--workers", "1",
+    ]  # fmt: skip
+    log = (root / "server.log").open("w")
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2):
+                    break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError((root / "server.log").read_text()[-2000:]) from None
+                time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+
+
+def test_pipeline_and_api_against_a_tracking_server(
+    tracking_server: str, workdir: Path, raw_mnist, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_server)
+    params_file = workdir / "params.yaml"
+    params_file.write_text(yaml.safe_dump(tiny_params(*raw_mnist)))
+    run_pipeline(params_file)
+
+    client = MlflowClient(tracking_server)
+    version = client.get_model_version_by_alias("mnist-cnn", "production")
+    run = client.get_run(version.run_id)
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:")  # stored by the server
+    assert not (workdir / "mlartifacts").exists() and not (workdir / "mlflow.db").exists()
+
+    with TestClient(create_app(ServingSettings(MLFLOW_TRACKING_URI=tracking_server))) as api:
+        assert api.get("/ready").status_code == 200
+        seven = (SEED_IMAGES / "num_7.png").read_bytes()
+        response = api.post("/predict", files={"file": ("7.png", seven, "image/png")})
+        assert response.json()["model_version"] == str(version.version)
