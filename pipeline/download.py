@@ -70,7 +70,7 @@ class Mirror:
                 total = int(response.headers.get("Content-Length") or 0) or None
                 with (
                     packed.open("wb") as out,
-                    tqdm(total=total, unit="B", unit_scale=True, desc=name) as bar,
+                    tqdm(total=total, unit="B", unit_scale=True, desc=name, disable=None) as bar,
                 ):
                     while chunk := response.read(1 << 16):
                         out.write(chunk)

@@ -88,7 +88,8 @@ def _train_epoch(
     order = torch.randperm(len(labels), generator=generator)
     total_loss = 0.0
     model.train()
-    bar = tqdm(order.split(params.batch_size), desc=description, leave=False)
+    # A bar in a terminal; in logs (CI, redirected output) the per-epoch line is the progress.
+    bar = tqdm(order.split(params.batch_size), desc=description, leave=False, disable=None)
     for index in bar:
         batch = random_affine(to_unit(images[index]), params.augment, generator)
         batch = normalize(batch).to(device, memory_format=torch.channels_last)
