@@ -20,7 +20,7 @@ from sklearn.metrics import precision_recall_fscore_support
 from pipeline import figures
 from pipeline.cli import parse_stage_args
 from pipeline.data import load_split
-from pipeline.imaging import to_mnist
+from pipeline.imaging import IMAGE_SIZE, to_mnist
 from pipeline.io import read_json, write_json
 from pipeline.model import NUM_CLASSES, load_checkpoint, pick_device, predict_logits
 from pipeline.params import EvaluateParams
@@ -41,7 +41,8 @@ def load_seed_images(directory: Path) -> tuple[list[str], np.ndarray, np.ndarray
                 images.append(to_mnist(image))
             names.append(path.name)
             labels.append(int(match.group(1)))
-    return names, np.stack(images) if images else np.empty((0, 28, 28), np.uint8), np.array(labels)
+    empty = np.empty((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
+    return names, np.stack(images) if images else empty, np.array(labels)
 
 
 def per_class_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict[str, dict[str, float]]:
