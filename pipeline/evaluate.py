@@ -77,11 +77,8 @@ def evaluate(params: EvaluateParams, settings: MlflowSettings) -> dict[str, obje
     labels_np, predictions_np = labels.numpy(), predictions.numpy()
 
     seed_names, seed_images, seed_labels = load_seed_images(params.seed_images_dir)
-    seed_predictions = (
-        predict_logits(model, torch.from_numpy(seed_images)).argmax(dim=1).cpu().numpy()
-        if len(seed_names)
-        else np.empty(0, dtype=int)
-    )
+    seed_predictions = predict_logits(model, torch.from_numpy(seed_images)).argmax(dim=1).cpu()
+    seed_predictions = seed_predictions.numpy()
     metrics: dict[str, object] = {
         "test_accuracy": float((predictions_np == labels_np).mean()),
         "test_loss": float(F.cross_entropy(logits, labels).item()),

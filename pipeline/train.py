@@ -30,7 +30,8 @@ from pipeline.training import EpochResult, FitResult, fit, use_bf16
 log = logging.getLogger(__name__)
 
 HISTORY_FIELDS = [field.name for field in dataclasses.fields(EpochResult)]
-PATH_FIELDS = {"data_dir", "model_path", "run_info", "metrics", "history"}
+# Stage inputs and outputs, not hyperparameters: kept out of the MLflow params.
+PATH_FIELDS = {name for name, field in TrainParams.model_fields.items() if field.annotation is Path}
 
 
 def run_name(params: TrainParams) -> str:

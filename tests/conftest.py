@@ -21,6 +21,13 @@ SEED_IMAGES = PROJECT_ROOT / "tests" / "data"
 STAGES = (download, preprocess, train, evaluate, register)
 
 
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def run_pipeline(params_file: Path, *overrides: str) -> None:
     """Run every stage in-process, as `dvc repro` would, with `-S` overrides."""
     argv = ["--params", str(params_file)]
@@ -98,9 +105,7 @@ def live_server_url(trained_registry: dict[str, str]) -> Iterator[str]:
 
     store = os.environ.get("LIVE_SERVER_TRACKING_URI")
     env = {"MLFLOW_TRACKING_URI": store} if store else trained_registry
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     app = create_app(ServingSettings(**env))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

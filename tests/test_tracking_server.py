@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from serving.app import create_app
 from serving.settings import ServingSettings
-from tests.conftest import SEED_IMAGES, run_pipeline, tiny_params
+from tests.conftest import SEED_IMAGES, free_port, run_pipeline, tiny_params
 
 pytestmark = pytest.mark.slow
 
@@ -25,9 +24,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def tracking_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("mlflow-server")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     command = [
         str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
         "--port", str(port), "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
