@@ -1,6 +1,8 @@
-"""Stage `evaluate`: score the trained model on the held-out test set and on the Paint-drawn digits.
+"""Stage `evaluate`: score the exported ONNX model on the held-out test set and the Paint digits.
 
-Everything goes to DVC metrics/plots files and to the MLflow run that trained the model.
+The model is run by `mnist_core.classifier`, the API's own inference code, so what is evaluated
+is what is served. Everything goes to DVC metrics/plots files and to the MLflow run that trained
+the model.
 """
 
 from __future__ import annotations
@@ -12,19 +14,17 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
 from sklearn.metrics import precision_recall_fscore_support
 
+from mnist_core.classifier import DigitClassifier
+from mnist_core.imaging import IMAGE_SIZE, NUM_CLASSES, to_mnist
+from mnist_core.settings import MlflowSettings
 from pipeline import figures
 from pipeline.cli import parse_stage_args
 from pipeline.data import load_split
-from pipeline.imaging import IMAGE_SIZE, to_mnist
 from pipeline.io import read_json, write_json
-from pipeline.model import NUM_CLASSES, load_checkpoint, pick_device, predict_logits
 from pipeline.params import EvaluateParams
-from pipeline.settings import MlflowSettings
 from pipeline.tracking import configure_mlflow
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,13 @@ def load_seed_images(directory: Path) -> tuple[list[str], np.ndarray, np.ndarray
             labels.append(int(match.group(1)))
     empty = np.empty((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
     return names, np.stack(images) if images else empty, np.array(labels)
+
+
+def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Mean cross-entropy of logits (N, 10) against integer labels, computed stably."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probabilities = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return float(-log_probabilities[np.arange(len(labels)), labels].mean())
 
 
 def per_class_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict[str, dict[str, float]]:
@@ -69,19 +76,24 @@ def read_history(path: Path) -> list[dict[str, float]]:
 
 def evaluate(params: EvaluateParams, settings: MlflowSettings) -> dict[str, object]:
     """Compute test and seed-image metrics, write figures and log it all to the training run."""
-    model = load_checkpoint(params.model_path, pick_device())
-    images, labels = load_split(params.data_dir, "test")
-    logits = predict_logits(model, images, params.batch_size).cpu()
-    probabilities = logits.softmax(dim=1)
-    confidences, predictions = probabilities.max(dim=1)
-    labels_np, predictions_np = labels.numpy(), predictions.numpy()
+    classifier = DigitClassifier(params.onnx_path)
+    images, labels = (split.numpy() for split in load_split(params.data_dir, "test"))
+    scores = [
+        classifier.scores(images[start : start + params.batch_size])
+        for start in range(0, len(images), params.batch_size)
+    ]
+    logits = np.concatenate([score.logits for score in scores])
+    probabilities = np.concatenate([score.probabilities for score in scores])
+    labels_np, predictions_np = labels, probabilities.argmax(axis=1)
+    confidences = probabilities.max(axis=1)
 
     seed_names, seed_images, seed_labels = load_seed_images(params.seed_images_dir)
-    seed_predictions = predict_logits(model, torch.from_numpy(seed_images)).argmax(dim=1).cpu()
-    seed_predictions = seed_predictions.numpy()
+    seed_predictions = (
+        classifier.predict_proba(seed_images).argmax(axis=1) if len(seed_names) else seed_labels
+    )
     metrics: dict[str, object] = {
         "test_accuracy": float((predictions_np == labels_np).mean()),
-        "test_loss": float(F.cross_entropy(logits, labels).item()),
+        "test_loss": cross_entropy(logits, labels_np),
         "test_errors": int((predictions_np != labels_np).sum()),
         "seed_accuracy": float((seed_predictions == seed_labels).mean())
         if len(seed_names)
@@ -105,7 +117,7 @@ def evaluate(params: EvaluateParams, settings: MlflowSettings) -> dict[str, obje
         "confusion_matrix.png": figures.confusion_matrix(labels_np, predictions_np),
         "training_curves.png": figures.training_curves(read_history(params.history)),
         "misclassified.png": figures.misclassified_gallery(
-            images.numpy(), labels_np, predictions_np, confidences.numpy()
+            images, labels_np, predictions_np, confidences
         ),
     }
     for name, figure in figure_set.items():

@@ -9,9 +9,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipeline.imaging import IMAGE_SIZE, to_model_input
-
-NUM_CLASSES = 10
+from mnist_core.imaging import IMAGE_SIZE, NUM_CLASSES
+from pipeline.imaging import to_model_input
 
 
 def _conv_block(in_channels: int, out_channels: int, convs: int) -> nn.Sequential:

@@ -41,7 +41,8 @@ class AugmentParams(_Section):
 
 class TrainParams(_Section):
     data_dir: Path
-    model_path: Path
+    model_path: Path  # the PyTorch weights (state dict), for fine-tuning
+    onnx_path: Path  # the self-contained ONNX model that is registered, evaluated and served
     run_info: Path
     metrics: Path
     history: Path
@@ -65,7 +66,7 @@ class TrainParams(_Section):
 
 class EvaluateParams(_Section):
     data_dir: Path
-    model_path: Path
+    onnx_path: Path
     run_info: Path
     seed_images_dir: Path
     metrics: Path

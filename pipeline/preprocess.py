@@ -15,10 +15,10 @@ import torch
 from sklearn.model_selection import train_test_split
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
+from mnist_core.imaging import NUM_CLASSES
 from pipeline.cli import parse_stage_args
 from pipeline.data import MANIFEST, SPLITS, save_split
 from pipeline.io import atomic_directory, sha256_of, write_json
-from pipeline.model import NUM_CLASSES
 from pipeline.params import PreprocessParams
 
 log = logging.getLogger(__name__)

@@ -14,11 +14,11 @@ import mlflow
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
+from mnist_core.settings import MlflowSettings
 from pipeline.cli import parse_stage_args
 from pipeline.io import read_json, write_json
 from pipeline.params import RegisterParams
 from pipeline.registry import promote, version_with_alias
-from pipeline.settings import MlflowSettings
 from pipeline.tracking import configure_mlflow
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from pipeline.settings import MlflowSettings
+from mnist_core.settings import MlflowSettings
 
 
 class RegistryError(RuntimeError):

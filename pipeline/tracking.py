@@ -9,7 +9,7 @@ from pathlib import Path
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from pipeline.settings import MlflowSettings
+from mnist_core.settings import MlflowSettings
 
 
 def _is_local_store(tracking_uri: str) -> bool:

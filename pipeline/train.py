@@ -17,13 +17,14 @@ import numpy as np
 import torch
 from mlflow.models import infer_signature
 
+from mnist_core.classifier import LOGITS, PROBABILITIES, DigitClassifier
+from mnist_core.settings import MlflowSettings
 from pipeline.cli import parse_stage_args
 from pipeline.data import data_version, load_split
-from pipeline.imaging import to_model_input
-from pipeline.io import write_json
+from pipeline.export import export_onnx
+from pipeline.io import sha256_of, write_json
 from pipeline.model import DigitCNN, pick_device, save_checkpoint
 from pipeline.params import TrainParams
-from pipeline.settings import MlflowSettings
 from pipeline.tracking import configure_mlflow, git_commit
 from pipeline.training import EpochResult, FitResult, fit, use_bf16
 
@@ -58,21 +59,27 @@ def write_history(path: Path, history: list[EpochResult]) -> None:
         writer.writerows(dataclasses.asdict(result) for result in history)
 
 
-def log_model(model: DigitCNN, example: torch.Tensor) -> str:
-    """Log the model with a signature and an input example; return its model URI."""
-    model = model.cpu().eval()
-    inputs = to_model_input(example).numpy()
-    with torch.inference_mode():
-        outputs = model(torch.from_numpy(inputs)).numpy()
-    info = mlflow.pytorch.log_model(
-        model,
+def log_servable_model(network: DigitCNN, params: TrainParams, example: np.ndarray) -> str:
+    """Export the network to ONNX and log that as the run's model (MLflow's `onnx` flavor, with a
+    signature and an input example); the PyTorch weights go beside it as a plain artifact.
+
+    Returns the model URI. The registry never holds a pickle: any version loads with ONNX Runtime
+    alone, whatever code trained it.
+    """
+    onnx_model = export_onnx(network, params.onnx_path)
+    inputs = example[:, np.newaxis].astype(np.float32)  # (N, 1, 28, 28) grey levels 0-255
+    scores = DigitClassifier(params.onnx_path).scores(example)
+    info = mlflow.onnx.log_model(
+        onnx_model,
         name="model",
-        signature=infer_signature(inputs, outputs),
+        signature=infer_signature(
+            inputs, {LOGITS: scores.logits, PROBABILITIES: scores.probabilities}
+        ),
         input_example=inputs,
-        # Pickle keeps the batch dimension free; MLflow's pt2 default fixes it to the example's.
-        serialization_format="pickle",
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],
+        save_as_external_data=False,
     )
+    mlflow.log_artifact(str(params.model_path), artifact_path="pytorch")
+    mlflow.set_tag("onnx_sha256", sha256_of(params.onnx_path))
     return info.model_uri
 
 
@@ -124,10 +131,10 @@ def train(params: TrainParams, settings: MlflowSettings) -> FitResult:
         }
         mlflow.log_metrics(summary)
         mlflow.set_tag("kept_weights", result.best.kept)
-        model_uri = log_model(result.model, train_split[0][:4])
+        save_checkpoint(result.model, params.model_path)
+        model_uri = log_servable_model(result.model, params, train_split[0][:4].numpy())
         log.info("Run %s logged model %s", run.info.run_id, model_uri)
 
-    save_checkpoint(result.model, params.model_path)
     write_history(params.history, result.history)
     write_json(params.metrics, summary)
     write_json(

@@ -1,6 +1,7 @@
-"""Run the API: `python -m serving [--host H] [--port P]`.
+"""Run the API: `python -m serving [--host H] [--port P] [--workers N]`.
 
-The port defaults to $PORT (as Cloud Run sets it), else 8000.
+The port defaults to $PORT (as Cloud Run sets it), else 8000. Each worker process loads its own
+copy of the model and follows the registry alias on its own.
 """
 
 from __future__ import annotations
@@ -11,20 +12,34 @@ import os
 
 import uvicorn
 
-from serving.app import create_app
+from serving.settings import ServingSettings
 
 
 def main(argv: list[str] | None = None) -> None:
+    defaults = ServingSettings()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    parser.add_argument(
+        "--workers", type=int, default=defaults.workers, help="processes (default $MNIST_WORKERS)"
+    )
+    parser.add_argument("--access-log", action="store_true", help="log every request")
     args = parser.parse_args(argv)
+    # Workers read their settings from the environment: tell them how many share the cores.
+    os.environ["MNIST_WORKERS"] = str(args.workers)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     shown = "localhost" if args.host in ("0.0.0.0", "::") else args.host
     print(
         f"Serving the digit recognizer at http://{shown}:{args.port}/ (API docs: /docs)", flush=True
     )
-    uvicorn.run(create_app(), host=args.host, port=args.port)
+    uvicorn.run(
+        "serving.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        access_log=args.access_log,
+    )
 
 
 if __name__ == "__main__":

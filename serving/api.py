@@ -1,19 +1,22 @@
-"""The HTTP endpoints: health, readiness, model info, predictions."""
+"""The HTTP endpoints: health, readiness, model info, predictions.
+
+A prediction request reads top to bottom: read the upload → decode and preprocess it off the
+event loop (`preprocess.py`) → hand the 28×28 image to the micro-batcher → ONNX Runtime → respond.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 import numpy as np
-import torch
 from fastapi import APIRouter, Depends, File, HTTPException, Request, UploadFile
 from fastapi.responses import JSONResponse
-from PIL import Image
 
-from pipeline.imaging import EmptyImageError, to_mnist
-from serving.decode import UploadError, decode_image
+from serving.batching import MicroBatcher
+from serving.decode import UploadError
 from serving.metrics import ServiceMetrics
 from serving.model_store import ModelStore, ServedModel
+from serving.preprocess import Preprocessor
 from serving.schemas import (
     BatchItem,
     BatchPrediction,
@@ -48,9 +51,19 @@ def get_metrics(request: Request) -> ServiceMetrics:
     return request.app.state.metrics
 
 
+def get_batcher(request: Request) -> MicroBatcher:
+    return request.app.state.batcher
+
+
+def get_preprocessor(request: Request) -> Preprocessor:
+    return request.app.state.preprocessor
+
+
 StoreDep = Annotated[ModelStore, Depends(get_store)]
 SettingsDep = Annotated[ServingSettings, Depends(get_settings)]
 MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
+BatcherDep = Annotated[MicroBatcher, Depends(get_batcher)]
+PreprocessorDep = Annotated[Preprocessor, Depends(get_preprocessor)]
 
 
 def get_model(store: StoreDep) -> ServedModel:
@@ -64,8 +77,8 @@ def get_model(store: StoreDep) -> ServedModel:
 ModelDep = Annotated[ServedModel, Depends(get_model)]
 
 
-def read_upload(upload: UploadFile, settings: ServingSettings) -> bytes:
-    data = upload.file.read(settings.max_upload_bytes + 1)
+async def read_upload(upload: UploadFile, settings: ServingSettings) -> bytes:
+    data = await upload.read(settings.max_upload_bytes + 1)
     if len(data) > settings.max_upload_bytes:
         raise UploadError(
             413, f"The file is larger than the {settings.max_upload_bytes / 2**20:g} MB limit."
@@ -73,20 +86,23 @@ def read_upload(upload: UploadFile, settings: ServingSettings) -> bytes:
     return data
 
 
-def classify(
-    image: Image.Image, served: ServedModel, settings: ServingSettings, metrics: ServiceMetrics
+def respond(
+    probabilities: np.ndarray,
+    served: ServedModel,
+    settings: ServingSettings,
+    metrics: ServiceMetrics,
 ) -> Prediction:
-    pixels = to_mnist(image)
-    probabilities = served.predict(torch.from_numpy(pixels[np.newaxis]))[0]
-    confidence, digit = probabilities.max(dim=0)
+    """The answer for one image's row of class probabilities."""
+    digit = int(probabilities.argmax())
+    confidence = float(probabilities[digit])
     prediction = Prediction(
-        digit=int(digit),
-        confidence=float(confidence),
+        digit=digit,
+        confidence=confidence,
         probabilities=[round(float(p), 6) for p in probabilities],
-        uncertain=float(confidence) < settings.uncertain_below,
+        uncertain=confidence < settings.uncertain_below,
         model_version=served.version,
     )
-    metrics.predictions.labels(str(prediction.digit), str(prediction.uncertain).lower()).inc()
+    metrics.predictions.labels(str(digit), str(prediction.uncertain).lower()).inc()
     return prediction
 
 
@@ -120,64 +136,72 @@ def model_info(served: ModelDep) -> ModelInfo:
 
 
 @router.post("/predict", response_model=Prediction, responses=ERRORS, tags=["predict"])
-def predict(
+async def predict(
     file: Annotated[
         UploadFile, File(description="a picture of one digit: PNG, JPEG, BMP, GIF or WebP")
     ],
     served: ModelDep,
     settings: SettingsDep,
     metrics: MetricsDep,
+    batcher: BatcherDep,
+    preprocessor: PreprocessorDep,
 ) -> Prediction:
     """Classify one uploaded picture of a digit."""
-    image = decode_image(read_upload(file, settings), settings.max_image_pixels)
-    return classify(image, served, settings, metrics)
+    with batcher.arriving():
+        pixels = await preprocessor.upload(await read_upload(file, settings))
+    probabilities = await batcher.infer(served.classifier, pixels[np.newaxis])
+    return respond(probabilities[0], served, settings, metrics)
 
 
 @router.post("/predict/batch", response_model=BatchPrediction, responses=ERRORS, tags=["predict"])
-def predict_batch(
+async def predict_batch(
     files: Annotated[
         list[UploadFile], File(description="several pictures, each under the field `files`")
     ],
     served: ModelDep,
     settings: SettingsDep,
     metrics: MetricsDep,
+    batcher: BatcherDep,
+    preprocessor: PreprocessorDep,
 ) -> BatchPrediction:
-    """Classify several pictures; a bad one gets its own error and does not spoil the others."""
+    """Classify several pictures in one model call; a bad one gets its own error and does not
+    spoil the others."""
     if len(files) > settings.max_batch_files:
         raise UploadError(413, f"Send at most {settings.max_batch_files} files at a time.")
-    results = []
-    for upload in files:
-        try:
-            image = decode_image(read_upload(upload, settings), settings.max_image_pixels)
-            prediction = classify(image, served, settings, metrics)
-            results.append(
-                BatchItem(filename=upload.filename, prediction=prediction, status_code=200)
-            )
-        except UploadError as error:
-            results.append(
-                BatchItem(
-                    filename=upload.filename, error=error.detail, status_code=error.status_code
-                )
-            )
-        except EmptyImageError as error:
-            results.append(BatchItem(filename=upload.filename, error=str(error), status_code=422))
+    with batcher.arriving():
+        uploads: list[bytes | UploadError] = []
+        for upload in files:
+            try:
+                uploads.append(await read_upload(upload, settings))
+            except UploadError as error:
+                uploads.append(error)
+        outcomes = await preprocessor.uploads(uploads)
+    good = [pixels for pixels in outcomes if isinstance(pixels, np.ndarray)]
+    rows = iter(await batcher.infer(served.classifier, np.stack(good)) if good else [])
+    results = [
+        BatchItem(filename=upload.filename, status_code=outcome.status_code, error=outcome.detail)
+        if isinstance(outcome, UploadError)
+        else BatchItem(
+            filename=upload.filename,
+            status_code=200,
+            prediction=respond(next(rows), served, settings, metrics),
+        )
+        for upload, outcome in zip(files, outcomes, strict=True)
+    ]
     return BatchPrediction(model_version=served.version, results=results)
 
 
 @router.post("/predict/pixels", response_model=Prediction, responses=ERRORS, tags=["predict"])
-def predict_pixels(
+async def predict_pixels(
     body: PixelsRequest,
     served: ModelDep,
     settings: SettingsDep,
     metrics: MetricsDep,
+    batcher: BatcherDep,
+    preprocessor: PreprocessorDep,
 ) -> Prediction:
     """Classify a picture sent as rows of grey levels (0-255)."""
-    widths = {len(row) for row in body.pixels}
-    if len(widths) != 1 or not 0 < widths.pop() <= 1024:
-        raise UploadError(
-            422, "`pixels` must be a rectangle: rows of equal length, 1 to 1024 each."
-        )
-    array = np.asarray(body.pixels)
-    if array.min() < 0 or array.max() > 255:
-        raise UploadError(422, "Pixel values must be grey levels from 0 to 255.")
-    return classify(Image.fromarray(array.astype(np.uint8), mode="L"), served, settings, metrics)
+    with batcher.arriving():
+        pixels = await preprocessor.grey_levels(body.pixels)
+    probabilities = await batcher.infer(served.classifier, pixels[np.newaxis])
+    return respond(probabilities[0], served, settings, metrics)

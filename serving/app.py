@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,12 +16,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.formparsers import MultiPartParser
 from swagger_ui_bundle import swagger_ui_path
 
-from pipeline.imaging import EmptyImageError
 from serving.api import router
+from serving.batching import MicroBatcher
 from serving.decode import UploadError
 from serving.limits import BodySizeLimit
-from serving.metrics import ServiceMetrics
+from serving.metrics import RequestMetrics, ServiceMetrics
 from serving.model_store import ModelStore
+from serving.preprocess import Preprocessor
 from serving.settings import ServingSettings
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -51,10 +51,6 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def upload_error(_: Request, error: UploadError) -> JSONResponse:
         return detail(error.status_code, error.detail)
 
-    @app.exception_handler(EmptyImageError)
-    async def empty_image(_: Request, error: EmptyImageError) -> JSONResponse:
-        return detail(422, str(error))
-
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, error: RequestValidationError) -> JSONResponse:
         return detail(422, _validation_message(error))
@@ -63,15 +59,20 @@ def _install_error_handlers(app: FastAPI) -> None:
 def create_app(settings: ServingSettings | None = None) -> FastAPI:
     settings = settings or ServingSettings()
     store, metrics = ModelStore(settings), ServiceMetrics()
+    batcher = MicroBatcher(
+        settings.batch_max_size, settings.batch_max_wait_ms, metrics, enabled=settings.batching
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(store.refresh)
+        await batcher.start()
         poller = asyncio.create_task(store.poll())
         yield
         poller.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await poller
+        await batcher.stop()
 
     app = FastAPI(
         title="MNIST digit recognizer",
@@ -82,6 +83,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings, app.state.store, app.state.metrics = settings, store, metrics
+    app.state.batcher = batcher
+    app.state.preprocessor = Preprocessor(settings.max_image_pixels, settings.decode_threads)
     _install_error_handlers(app)
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
@@ -97,15 +100,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     # spool this size keeps every upload in memory: nothing a client sends touches the disk.
     MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, batch_limit)
 
-    @app.middleware("http")
-    async def record(request: Request, call_next):  # type: ignore[no-untyped-def]
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        metrics.requests.labels(request.method, path, str(response.status_code)).inc()
-        metrics.latency.labels(path).observe(time.perf_counter() - started)
-        return response
+    app.add_middleware(RequestMetrics, metrics=metrics)
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:

@@ -1,34 +1,55 @@
-"""The served model: loaded from the registry alias, swapped in place when the alias moves."""
+"""The served model: loaded from the registry alias as ONNX, swapped when the alias moves."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import mlflow
-import torch
+from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 
-from pipeline.model import predict_proba
+from mnist_core.classifier import DigitClassifier, default_threads
 from serving.settings import ServingSettings
 
 log = logging.getLogger(__name__)
 
 
+class ModelFormatError(RuntimeError):
+    """A registered version this server cannot load (not an ONNX model)."""
+
+
 @dataclass(frozen=True)
 class ServedModel:
+    """One registered version, immutable: a request keeps the snapshot it started with."""
+
     name: str
     alias: str
     version: str
     run_id: str
-    model: torch.nn.Module = field(repr=False)
+    classifier: DigitClassifier = field(repr=False)
     loaded_at: float = field(default_factory=time.time)
 
-    def predict(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Class probabilities (N, 10) for uint8 MNIST-style images (N, 28, 28)."""
-        return predict_proba(self.model, pixels)
+
+def read_onnx_model(model_uri: str, tracking_uri: str) -> bytes:
+    """The ONNX file of a logged or registered model (its `onnx` flavor), read into memory."""
+    with tempfile.TemporaryDirectory(prefix="mnist-model-") as directory:
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=model_uri, dst_path=directory, tracking_uri=tracking_uri
+            )
+        )
+        flavor = Model.load(local).flavors.get("onnx")
+        if flavor is None:
+            raise ModelFormatError(
+                f"{model_uri} has no ONNX flavor (it was logged by older training code); "
+                "retrain it with `dvc repro` or promote an ONNX version"
+            )
+        return (local / flavor["data"]).read_bytes()
 
 
 class ModelStore:
@@ -42,12 +63,11 @@ class ModelStore:
         self._client = MlflowClient(tracking_uri=settings.tracking_uri)
 
     def _load(self, version: str, run_id: str) -> ServedModel:
-        uri = f"models:/{self.settings.model_name}/{version}"
-        mlflow.set_tracking_uri(self.settings.tracking_uri)
-        model = mlflow.pytorch.load_model(uri, map_location="cpu").eval()
-        return ServedModel(
-            self.settings.model_name, self.settings.model_alias, version, run_id, model
-        )
+        name = self.settings.model_name
+        onnx_model = read_onnx_model(f"models:/{name}/{version}", self.settings.tracking_uri)
+        threads = self.settings.inference_threads or default_threads(self.settings.workers)
+        classifier = DigitClassifier(onnx_model, threads=threads)
+        return ServedModel(name, self.settings.model_alias, version, run_id, classifier)
 
     def refresh(self) -> bool:
         """Load the aliased version if it is not the one being served; True when it changed."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from pipeline.model import NUM_CLASSES
+from mnist_core.imaging import NUM_CLASSES
 
 
 class Prediction(BaseModel):

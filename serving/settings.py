@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from pipeline.settings import MlflowSettings
+from mnist_core.settings import MlflowSettings
 
 
 class ServingSettings(MlflowSettings):
-    """Registry settings shared with the pipeline, plus the API's own limits."""
+    """Registry settings shared with the pipeline, plus the API's own limits and tuning."""
 
     poll_interval_seconds: float = Field(default=10.0, gt=0, validation_alias="MNIST_POLL_SECONDS")
     max_upload_bytes: int = Field(
@@ -23,3 +23,16 @@ class ServingSettings(MlflowSettings):
     uncertain_below: float = Field(
         default=0.7, ge=0, le=1, validation_alias="MNIST_UNCERTAIN_BELOW"
     )
+
+    # Dynamic micro-batching: images of concurrent requests share one ONNX Runtime call of at
+    # most `batch_max_size` images. A batch waits for company at most `batch_max_wait_ms`, and
+    # only while other requests are still being decoded: a lone request never waits.
+    batching: bool = Field(default=True, validation_alias="MNIST_BATCHING")
+    batch_max_size: int = Field(default=32, gt=0, validation_alias="MNIST_BATCH_MAX_SIZE")
+    batch_max_wait_ms: float = Field(default=2.0, ge=0, validation_alias="MNIST_BATCH_MAX_WAIT_MS")
+    # Worker processes (`python -m serving --workers`), each with its own model and poller.
+    workers: int = Field(default=1, gt=0, validation_alias="MNIST_WORKERS")
+    # ONNX Runtime intra-op threads per worker; 0: the machine's cores divided among the workers.
+    inference_threads: int = Field(default=0, ge=0, validation_alias="MNIST_INFERENCE_THREADS")
+    # Threads per worker that decode and preprocess uploads (off the event loop).
+    decode_threads: int = Field(default=4, gt=0, validation_alias="MNIST_DECODE_THREADS")

@@ -19,7 +19,7 @@ from tests.conftest import PROJECT_ROOT, tiny_params
 
 pytestmark = pytest.mark.slow
 
-COPIED = ("pipeline", "tests/data", "dvc.yaml", "MLproject", ".dvcignore")
+COPIED = ("pipeline", "mnist_core", "tests/data", "dvc.yaml", "MLproject", ".dvcignore")
 
 
 def run(args: list[str], cwd: Path, env: dict[str, str]) -> str:

@@ -9,7 +9,8 @@ import pytest
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from pipeline.imaging import EmptyImageError, to_mnist, to_model_input
+from mnist_core.imaging import EmptyImageError, to_mnist
+from pipeline.imaging import to_model_input
 
 SEED_IMAGES = sorted((Path(__file__).parent / "data").glob("num_*.png"))
 

@@ -7,13 +7,15 @@ import re
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from mnist_core.settings import MlflowSettings
+from pipeline.io import sha256_of
 from pipeline.registry import main as registry_cli
 from pipeline.registry import promote, rollback
-from pipeline.settings import MlflowSettings
 from tests.conftest import run_pipeline
 
 
@@ -46,9 +48,31 @@ def test_pipeline_registers_a_production_model(pipeline_run: Path) -> None:
         "evaluation/misclassified.png",
     } <= artifacts
 
-    model = mlflow.pytorch.load_model(settings.model_uri)
-    example = mlflow.models.Model.load(settings.model_uri).load_input_example()
-    assert model(torch.from_numpy(example[:1])).shape == (1, 10)
+
+def test_registered_model_is_self_contained_onnx(pipeline_run: Path) -> None:
+    """The registry holds ONNX (no pickle, nothing of this project needed to load it), and it is
+    byte for byte the file the evaluate stage scored."""
+    settings = MlflowSettings()
+    meta = mlflow.models.Model.load(settings.model_uri)
+    assert set(meta.flavors) == {"onnx", "python_function"}
+    assert meta.flavors["python_function"]["loader_module"] == "mlflow.onnx"
+    local = Path(mlflow.artifacts.download_artifacts(settings.model_uri))
+    files = {path.name for path in local.rglob("*") if path.is_file()}
+    assert not {name for name in files if name.endswith((".pkl", ".pickle", ".pth", ".pt"))}
+    onnx_file = local / meta.flavors["onnx"]["data"]
+    evaluated = pipeline_run / "models/model.onnx"
+    assert onnx_file.read_bytes() == evaluated.read_bytes()
+    run = MlflowClient(settings.tracking_uri).get_run(meta.run_id)
+    assert run.data.tags["onnx_sha256"] == sha256_of(evaluated)
+
+    example = meta.load_input_example()
+    assert example.shape[1:] == (1, 28, 28)
+    outputs = mlflow.pyfunc.load_model(settings.model_uri).predict(example)
+    assert outputs["probabilities"].shape == (len(example), 10)
+    np.testing.assert_allclose(outputs["probabilities"].sum(axis=1), 1, atol=1e-5)
+    # The PyTorch weights stay with the run, for fine-tuning, as a plain state dict.
+    weights = mlflow.artifacts.download_artifacts(f"runs:/{meta.run_id}/pytorch/model.pt")
+    assert "state_dict" in torch.load(weights, weights_only=True)
 
 
 def test_stage_outputs_are_written(pipeline_run: Path) -> None:

@@ -1,4 +1,5 @@
-"""Environment configuration (tracking server, registry names): one pydantic-settings object."""
+"""Where runs and models live (tracking server, registry names): one pydantic-settings object,
+read from the environment by the pipeline and the API alike."""
 
 from __future__ import annotations
 
