@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
-from mlflow.models import Model
+import yaml
 from mlflow.tracking import MlflowClient
 
 from mnist_core.classifier import DigitClassifier, default_threads
@@ -43,7 +43,9 @@ def read_onnx_model(model_uri: str, tracking_uri: str) -> bytes:
                 artifact_uri=model_uri, dst_path=directory, tracking_uri=tracking_uri
             )
         )
-        flavor = Model.load(local).flavors.get("onnx")
+        # The MLmodel file read as YAML: `mlflow.models` would import pandas, which the API's
+        # MLflow client (mlflow-skinny) does without.
+        flavor = yaml.safe_load((local / "MLmodel").read_text()).get("flavors", {}).get("onnx")
         if flavor is None:
             raise ModelFormatError(
                 f"{model_uri} has no ONNX flavor (it was logged by older training code); "

@@ -1,0 +1,153 @@
+"""Benchmark: our API against `mlflow models serve`, same registered ONNX version, side by side.
+
+    python bench/serve_throughput.py            # the full run, about 7 minutes on 2 cores
+    python bench/serve_throughput.py --quick    # a smoke run of a few seconds per server
+
+Needs `wrk` (Debian's package) and a `production` version in the configured MLflow registry
+(`dvc repro` first). Both servers listen on 127.0.0.1 only and are stopped at the end. Ours gets
+multipart PNG uploads (a 28×28 digit, a 280×280 canvas drawing, a 1152×648 Paint picture), theirs
+the same 28×28 digit as a JSON tensor. Writes `bench/results/serve_throughput.json`, a markdown
+table (`.md`) and a plot (`.png`) beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import platform
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from bench.loadgen import free_port, multipart, running, wrk
+from bench.report import markdown_table, plot
+from mnist_core.classifier import DigitClassifier, default_threads
+from mnist_core.imaging import to_mnist
+from serving.decode import decode_image
+from serving.model_store import read_onnx_model
+from serving.settings import ServingSettings
+
+PAINT_PICTURE = Path("tests/data/num_7.png")
+BATCH_FILES = 16
+
+
+def png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def payloads() -> dict[str, tuple[bytes, str]]:
+    """The request bodies, all of the same drawn 7."""
+    paint = PAINT_PICTURE.read_bytes()
+    with Image.open(io.BytesIO(paint)) as picture:
+        digit = to_mnist(picture)  # white on black, 28×28
+    canvas = Image.fromarray(255 - digit).resize((280, 280), Image.Resampling.BILINEAR)
+    tensor = {"inputs": digit.reshape(1, 1, 28, 28).astype(float).tolist()}
+    return {
+        "png28": multipart([("file", "digit.png", png(Image.fromarray(digit)))]),
+        "png280": multipart([("file", "canvas.png", png(canvas.convert("RGB")))]),
+        "paint": multipart([("file", PAINT_PICTURE.name, paint)]),
+        "batch16": multipart(
+            [("files", f"{i}.png", png(Image.fromarray(digit))) for i in range(BATCH_FILES)]
+        ),
+        "json28": (json.dumps(tensor).encode(), "application/json"),
+    }
+
+
+def bare_session_images_per_s(onnx_model: bytes, pngs: list[bytes], seconds: float) -> float:
+    """Decode, preprocess and classify `pngs` as one batch, in process, for `seconds`: img/s."""
+    classifier = DigitClassifier(onnx_model, threads=default_threads())
+    images, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        pixels = np.stack([to_mnist(decode_image(data, 25_000_000)) for data in pngs])
+        classifier.predict_proba(pixels)
+        images += len(pngs)
+    return images / (time.perf_counter() - started)
+
+
+def sweep(url: str, body: tuple[bytes, str], concurrency: list[int], seconds: float) -> list[dict]:
+    wrk(url, *body, connections=8, seconds=1)  # warm-up
+    return [wrk(url, *body, connections=c, seconds=seconds) for c in concurrency]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smoke run: tiny and fast")
+    parser.add_argument("--workers", type=int, default=2, help="our API's worker processes")
+    parser.add_argument("--seconds", type=float, default=8, help="per measurement")
+    parser.add_argument("--out", type=Path, default=Path("bench/results/serve_throughput.json"))
+    args = parser.parse_args()
+    concurrency = [1, 8] if args.quick else [1, 8, 32, 64]
+    seconds = 1 if args.quick else args.seconds
+    mlflow_workers = [1] if args.quick else [1, args.workers]
+    ours_payloads = ["png28", "batch16"] if args.quick else ["png28", "png280", "paint", "batch16"]
+
+    settings = ServingSettings()
+    client = MlflowClient(settings.tracking_uri)
+    version = client.get_model_version_by_alias(settings.model_name, settings.model_alias).version
+    env = {"MLFLOW_TRACKING_URI": settings.tracking_uri}
+    bodies = payloads()
+    results: dict = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.processor() or platform.machine()}, {default_threads()} cores",
+        "model": f"{settings.model_name} version {version}",
+        "seconds_per_cell": seconds,
+        "ours": {},
+        "mlflow": {},
+    }
+
+    for workers in sorted({1, args.workers}):  # cold start of a single worker and of ours
+        port = free_port()
+        command = [sys.executable, "-m", "serving", "--port", str(port), "--workers", str(workers)]
+        with running(command, "/ready", port, env) as server:
+            entry = {"seconds_to_ready": round(server.seconds_to_ready, 2), "cells": {}}
+            if workers == args.workers:
+                for name in ours_payloads:
+                    path = "/predict/batch" if name == "batch16" else "/predict"
+                    entry["cells"][name] = sweep(
+                        server.url + path, bodies[name], concurrency, seconds
+                    )
+            entry["rss_mib_per_worker"] = server.worker_rss_mib()
+            results["ours"][str(workers)] = entry
+            print(json.dumps({"ours": workers, **entry}), flush=True)
+
+    model_uri = f"models:/{settings.model_name}@{settings.model_alias}"
+    for workers in mlflow_workers:
+        port = free_port()
+        command = ["mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local"]
+        command += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+        with running(command, "/ping", port, env, timeout=180) as server:
+            cells = sweep(server.url + "/invocations", bodies["json28"], concurrency, seconds)
+            entry = {
+                "seconds_to_ready": round(server.seconds_to_ready, 2),
+                "cells": {"json28": cells},
+                "rss_mib_per_worker": server.worker_rss_mib(),
+            }
+            results["mlflow"][str(workers)] = entry
+            print(json.dumps({"mlflow": workers, **entry}), flush=True)
+
+    small_pngs = [
+        png(Image.fromarray(to_mnist(Image.open(PAINT_PICTURE)))) for _ in range(BATCH_FILES)
+    ]
+    onnx_model = read_onnx_model(f"models:/{settings.model_name}/{version}", settings.tracking_uri)
+    results["bare_session_batch16_images_per_s"] = round(
+        bare_session_images_per_s(onnx_model, small_pngs, 2 if args.quick else 5), 1
+    )
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    table = markdown_table(results, args.workers)
+    args.out.with_suffix(".md").write_text(table)
+    plot(results, args.workers, args.out.with_suffix(".png"))
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""The API stands alone: no training code, no torch, installable with `pip install .[serve]`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PROJECT_ROOT, SEED_IMAGES, free_port
+
+# (scipy is left out: MLflow imports it whenever it is installed, as it is in the dev set-up; the
+# fresh `.[serve]` environment below has none of these at all.)
+TRAINING_STACK = ("torch", "torchvision", "pipeline", "dvc", "matplotlib", "sklearn")
+
+PREDICT_AND_LIST_MODULES = """
+import sys
+from fastapi.testclient import TestClient
+from serving.app import create_app
+
+with TestClient(create_app()) as client:
+    seven = open(sys.argv[1], "rb").read()
+    response = client.post("/predict", files={"file": ("num_7.png", seven, "image/png")})
+    assert response.status_code == 200, response.text
+print(" ".join(sorted(sys.modules)))
+"""
+
+
+def test_serving_a_prediction_loads_no_training_code(trained_registry: dict[str, str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", PREDICT_AND_LIST_MODULES, str(SEED_IMAGES / "num_7.png")],
+        env={**os.environ, **trained_registry},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = {name.split(".")[0] for name in result.stdout.split()}
+    assert "onnxruntime" in loaded and "serving" in loaded
+    assert not loaded & set(TRAINING_STACK)
+
+
+@pytest.mark.slow
+def test_serve_extra_installs_and_serves_without_torch(
+    trained_registry: dict[str, str], tmp_path: Path
+) -> None:
+    """`pip install .[serve]` in a fresh virtual environment, then `python -m serving`."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = str(venv / "bin" / "python")
+    install = subprocess.run(
+        [python, "-m", "pip", "install", "--quiet", f"{PROJECT_ROOT}[serve]"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert install.returncode == 0, install.stderr[-3000:]
+    missing = subprocess.run([python, "-c", "import torch"], capture_output=True, timeout=60)
+    assert missing.returncode != 0  # torch is not installed there at all
+
+    port = free_port()
+    server = subprocess.Popen(
+        [python, "-m", "serving", "--port", str(port)],
+        env={**os.environ, **trained_registry},
+        cwd=tmp_path,  # not the project folder: the installed package must be enough
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2):
+                    break
+            except OSError:
+                assert server.poll() is None, server.stderr.read().decode()[-3000:]
+                assert time.monotonic() < deadline, "the server was not ready within 60 s"
+                time.sleep(0.2)
+        boundary = "b0undary"
+        body = (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+                'filename="num_7.png"\r\nContent-Type: image/png\r\n\r\n'
+            ).encode()
+            + (SEED_IMAGES / "num_7.png").read_bytes()
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/predict",
+            data=body,
+            headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert response.status == 200
+            assert b'"model_version"' in response.read()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
