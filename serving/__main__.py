@@ -10,9 +10,8 @@ import argparse
 import logging
 import os
 
-import uvicorn
-
 from serving.settings import ServingSettings
+from serving.workers import serve
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -32,14 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"Serving the digit recognizer at http://{shown}:{args.port}/ (API docs: /docs)", flush=True
     )
-    uvicorn.run(
-        "serving.app:create_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        access_log=args.access_log,
-    )
+    serve(args.host, args.port, args.workers, args.access_log)
 
 
 if __name__ == "__main__":

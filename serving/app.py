@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -68,6 +69,10 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         await asyncio.to_thread(store.refresh)
         await batcher.start()
         poller = asyncio.create_task(store.poll())
+        # Everything loaded so far (MLflow, FastAPI, the model) lives as long as the process:
+        # freezing it spares the garbage collector from scanning it on every full collection,
+        # which otherwise stalls requests for tens of milliseconds under load.
+        gc.freeze()
         yield
         poller.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -117,7 +122,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         )
 
     @app.get("/metrics", include_in_schema=False)
-    def prometheus_metrics() -> Response:
+    async def prometheus_metrics() -> Response:
         if store.current is not None:
             metrics.model_version.clear()
             metrics.model_version.labels(settings.model_name, settings.model_alias).set(

@@ -1,0 +1,63 @@
+"""Several worker processes on one port, each with its own listening socket (SO_REUSEPORT).
+
+Uvicorn's `--workers` shares one socket among its processes, and whichever process is awake
+when a burst of connections arrives accepts most of them: measured here, 32 keep-alive
+connections split 31:1 or 24:8 from run to run, and throughput swung by half. With a socket per
+worker bound with SO_REUSEPORT, the kernel spreads connections evenly. Where the option is
+missing (Windows), uvicorn's own workers are used.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import socket
+import sys
+from multiprocessing.connection import wait
+
+import uvicorn
+
+APP = "serving.app:create_app"
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
+
+
+def _worker(host: str, port: int, access_log: bool) -> None:
+    config = uvicorn.Config(APP, factory=True, host=host, port=port, access_log=access_log)
+    uvicorn.Server(config).run(sockets=[_listening_socket(host, port)])
+
+
+def serve(host: str, port: int, workers: int, access_log: bool) -> None:
+    """Serve the app from `workers` processes; stop them all when one dies or on a signal."""
+    if workers == 1 or not hasattr(socket, "SO_REUSEPORT"):
+        uvicorn.run(APP, factory=True, host=host, port=port, workers=workers, access_log=access_log)
+        return
+    _listening_socket(host, port).close()  # fail here, once, if the port is taken
+    context = multiprocessing.get_context("spawn")
+    processes = [
+        context.Process(target=_worker, args=(host, port, access_log), name=f"worker-{index}")
+        for index in range(workers)
+    ]
+    for process in processes:
+        process.start()
+
+    def stop(*_: object) -> None:
+        for process in processes:
+            if process.is_alive():
+                process.terminate()  # SIGTERM: uvicorn finishes the requests in flight
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    wait([process.sentinel for process in processes])
+    stop()
+    for process in processes:
+        process.join()
+    if any(process.exitcode for process in processes):
+        sys.exit(f"a worker exited with {[process.exitcode for process in processes]}")
