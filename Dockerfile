@@ -1,23 +1,21 @@
 # The API image: serves models:/mnist-cnn@production from the MLflow server named by
-# MLFLOW_TRACKING_URI. Build: docker build -t mnist-api .
+# MLFLOW_TRACKING_URI. It installs `.[serve]` only: ONNX Runtime and MLflow's client, no torch.
+# Build: docker build -t mnist-api .
 # Run:   docker run -p 8080:8080 -e MLFLOW_TRACKING_URI=http://mlflow:5000 mnist-api
-# For a smaller image, point pip at a CPU-only PyTorch index: --build-arg PIP_EXTRA_INDEX_URL=...
 FROM python:3.11-slim
 
-ARG PIP_EXTRA_INDEX_URL=""
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_EXTRA_INDEX_URL=${PIP_EXTRA_INDEX_URL} \
     HOST=0.0.0.0 \
     PORT=8080
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
-COPY pipeline ./pipeline
+COPY mnist_core ./mnist_core
 COPY serving ./serving
-RUN pip install . && useradd --create-home --uid 10001 app
+RUN pip install ".[serve]" && useradd --create-home --uid 10001 app
 
 USER 10001
 EXPOSE 8080

@@ -40,7 +40,12 @@ class Server:
     def worker_rss_mib(self) -> list[float]:
         """Resident memory of each process serving requests (the workers, else the process)."""
         parent = psutil.Process(self.process.pid)
-        children = [c for c in parent.children(recursive=True) if "python" in c.name().lower()]
+        children = [
+            child
+            for child in parent.children(recursive=True)
+            if "python" in child.name().lower()
+            and "resource_tracker" not in " ".join(child.cmdline())
+        ]
         serving = children or [parent]
         return [round(p.memory_info().rss / 2**20, 1) for p in serving]
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 from mlflow.tracking import MlflowClient
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from bench.loadgen import free_port, multipart, running, wrk
 from bench.report import markdown_table, plot
@@ -44,15 +44,18 @@ def png(image: Image.Image) -> bytes:
 
 
 def payloads() -> dict[str, tuple[bytes, str]]:
-    """The request bodies, all of the same drawn 7."""
+    """The request bodies, each a drawn 7."""
     paint = PAINT_PICTURE.read_bytes()
     with Image.open(io.BytesIO(paint)) as picture:
         digit = to_mnist(picture)  # white on black, 28×28
-    canvas = Image.fromarray(255 - digit).resize((280, 280), Image.Resampling.BILINEAR)
+    # What the web page's canvas sends: 280×280 RGBA, black 18 px round strokes on white.
+    canvas = Image.new("RGBA", (280, 280), "white")
+    strokes = [(70, 60), (210, 60), (120, 230)]
+    ImageDraw.Draw(canvas).line(strokes, fill="black", width=18, joint="curve")
     tensor = {"inputs": digit.reshape(1, 1, 28, 28).astype(float).tolist()}
     return {
         "png28": multipart([("file", "digit.png", png(Image.fromarray(digit)))]),
-        "png280": multipart([("file", "canvas.png", png(canvas.convert("RGB")))]),
+        "png280": multipart([("file", "canvas.png", png(canvas))]),
         "paint": multipart([("file", PAINT_PICTURE.name, paint)]),
         "batch16": multipart(
             [("files", f"{i}.png", png(Image.fromarray(digit))) for i in range(BATCH_FILES)]
@@ -81,6 +84,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny and fast")
     parser.add_argument("--workers", type=int, default=2, help="our API's worker processes")
+    parser.add_argument(
+        "--python",
+        default=sys.executable,
+        help="interpreter that runs our API, e.g. that of a `pip install .[serve]` environment",
+    )
     parser.add_argument("--seconds", type=float, default=8, help="per measurement")
     parser.add_argument("--out", type=Path, default=Path("bench/results/serve_throughput.json"))
     args = parser.parse_args()
@@ -98,6 +106,7 @@ def main() -> None:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.processor() or platform.machine()}, {default_threads()} cores",
         "model": f"{settings.model_name} version {version}",
+        "our_python": args.python,
         "seconds_per_cell": seconds,
         "ours": {},
         "mlflow": {},
@@ -105,7 +114,7 @@ def main() -> None:
 
     for workers in sorted({1, args.workers}):  # cold start of a single worker and of ours
         port = free_port()
-        command = [sys.executable, "-m", "serving", "--port", str(port), "--workers", str(workers)]
+        command = [args.python, "-m", "serving", "--port", str(port), "--workers", str(workers)]
         with running(command, "/ready", port, env) as server:
             entry = {"seconds_to_ready": round(server.seconds_to_ready, 2), "cells": {}}
             if workers == args.workers:

@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import io
 import struct
+import threading
 import time
 import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import mlflow
+import numpy as np
+import onnx
 import pytest
 from fastapi.testclient import TestClient
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 from PIL import Image, ImageDraw
 
+from mnist_core.classifier import DigitClassifier
+from mnist_core.imaging import to_mnist
 from pipeline.registry import promote, rollback
 from serving.app import create_app
+from serving.model_store import read_onnx_model
 from serving.settings import ServingSettings
 from tests.conftest import SEED_IMAGES
 from tests.synthetic import render_digits
@@ -216,29 +224,76 @@ def test_not_ready_without_a_model(tmp_path: Path) -> None:
         assert response.status_code == 503 and "No model is loaded" in response.json()["detail"]
 
 
-def test_alias_move_is_picked_up_without_restart(trained_registry: dict[str, str]) -> None:
-    settings = settings_for(trained_registry, MNIST_POLL_SECONDS=0.1)
+def register_shifted_copy(settings: ServingSettings, source: ModelVersion) -> ModelVersion:
+    """Register a version whose answers differ from `source`'s: its ONNX graph with the last
+    layer's bias shifted, so that any mixing of versions shows in the probabilities."""
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{source.name}/{source.version}"))
+    model = onnx.load(str(local / "model.onnx"))
+    last_bias = next(init for init in model.graph.initializer if list(init.dims) == [10])
+    bias = onnx.numpy_helper.to_array(last_bias) + np.linspace(-2, 2, 10, dtype=np.float32)
+    last_bias.CopyFrom(onnx.numpy_helper.from_array(bias, last_bias.name))
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    with mlflow.start_run() as run:
+        info = mlflow.onnx.log_model(model, name="model", save_as_external_data=False)
+    return MlflowClient(settings.tracking_uri).create_model_version(
+        source.name, info.model_uri, run.info.run_id
+    )
+
+
+def expected_probabilities(settings: ServingSettings, version: str, pixels: np.ndarray):
+    onnx_model = read_onnx_model(f"models:/{settings.model_name}/{version}", settings.tracking_uri)
+    return DigitClassifier(onnx_model, threads=1).predict_proba(pixels)
+
+
+def test_alias_moves_during_load_never_mix_versions(trained_registry: dict[str, str]) -> None:
+    """The alias moves back and forth while batch requests run: none fails, and every answer
+    carries exactly the probabilities of the version it names."""
+    settings = settings_for(trained_registry, MNIST_POLL_SECONDS=0.05)
     registry = MlflowClient(settings.tracking_uri)
     first = registry.get_model_version_by_alias(settings.model_name, settings.model_alias)
-    second = registry.create_model_version(settings.model_name, first.source, first.run_id)
-    app = create_app(settings)
-    with TestClient(app) as test_client, ThreadPoolExecutor(4) as pool:
-        assert served_version(test_client) == str(first.version)
+    second = register_shifted_copy(settings, first)
+    images, _ = render_digits(4, seed=11)
+    uploads = [
+        ("files", (f"{i}.png", image_bytes(Image.fromarray(img), "PNG")))
+        for i, img in enumerate(images)
+    ]
+    preprocessed = np.stack([to_mnist(Image.fromarray(image)) for image in images])
+    expected = {
+        str(v.version): expected_probabilities(settings, str(v.version), preprocessed)
+        for v in (first, second)
+    }
+    assert np.abs(expected[str(first.version)] - expected[str(second.version)]).max() > 0.01
+    answers: list[tuple[str, np.ndarray]] = []
+    with TestClient(create_app(settings)) as test_client, ThreadPoolExecutor(8) as pool:
 
-        def predict_seven(_: int) -> tuple[int, str]:
-            response = test_client.post("/predict", files={"file": ("7.png", SEVEN, "image/png")})
-            return response.status_code, response.json().get("model_version", "")
+        def classify_batches() -> None:
+            for _ in range(300):  # until the alias has stopped moving; bounded all the same
+                response = test_client.post("/predict/batch", files=uploads)
+                assert response.status_code == 200, response.text
+                body = response.json()
+                rows = [item["prediction"]["probabilities"] for item in body["results"]]
+                assert {item["prediction"]["model_version"] for item in body["results"]} == {
+                    body["model_version"]
+                }
+                answers.append((body["model_version"], np.array(rows)))
+                if moved.is_set():
+                    return
 
-        in_flight = [pool.submit(predict_seven, i) for i in range(12)]
-        promote(registry, settings, str(second.version))
+        moved = threading.Event()
+        in_flight = [pool.submit(classify_batches) for _ in range(8)]
         try:
-            assert wait_for_version(test_client, str(second.version))
-            after = test_client.post("/predict", files={"file": ("7.png", SEVEN, "image/png")})
-            assert after.json()["model_version"] == str(second.version)
-            assert all(f.result()[0] == 200 for f in in_flight)  # no request failed in the swap
+            for version in (second, first) * 3:
+                promote(registry, settings, str(version.version))
+                assert wait_for_version(test_client, str(version.version))
         finally:
+            moved.set()
             rollback(registry, settings)
-        assert wait_for_version(test_client, str(first.version))
+            promote(registry, settings, str(first.version))
+        for future in in_flight:
+            future.result()
+    assert {version for version, _ in answers} == set(expected)  # both versions answered
+    for version, rows in answers:
+        assert np.abs(rows - expected[version]).max() < 1e-5, version
 
 
 def wait_for_version(client: TestClient, version: str, attempts: int = 100) -> bool:
