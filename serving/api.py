@@ -6,6 +6,7 @@ event loop (`preprocess.py`) → hand the 28×28 image to the micro-batcher → 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 import numpy as np
@@ -38,42 +39,32 @@ ERRORS = {
 
 router = APIRouter()
 
+
+@dataclass(frozen=True)
+class Service:
+    """What the endpoints work with, made once per app (one dependency is cheaper than five)."""
+
+    settings: ServingSettings
+    store: ModelStore
+    metrics: ServiceMetrics
+    batcher: MicroBatcher
+    preprocessor: Preprocessor
+
+
 # Dependencies are `async def` so FastAPI calls them on the event loop: a plain `def` one is sent
 # to the thread pool, a hop that cost more per request than decoding a small PNG.
+async def get_service(request: Request) -> Service:
+    return request.app.state.service
 
 
-async def get_store(request: Request) -> ModelStore:
-    return request.app.state.store
+ServiceDep = Annotated[Service, Depends(get_service)]
 
 
-async def get_settings(request: Request) -> ServingSettings:
-    return request.app.state.settings
-
-
-async def get_metrics(request: Request) -> ServiceMetrics:
-    return request.app.state.metrics
-
-
-async def get_batcher(request: Request) -> MicroBatcher:
-    return request.app.state.batcher
-
-
-async def get_preprocessor(request: Request) -> Preprocessor:
-    return request.app.state.preprocessor
-
-
-StoreDep = Annotated[ModelStore, Depends(get_store)]
-SettingsDep = Annotated[ServingSettings, Depends(get_settings)]
-MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
-BatcherDep = Annotated[MicroBatcher, Depends(get_batcher)]
-PreprocessorDep = Annotated[Preprocessor, Depends(get_preprocessor)]
-
-
-async def get_model(store: StoreDep) -> ServedModel:
+async def get_model(service: ServiceDep) -> ServedModel:
     """The version to use for this whole request (a reload swaps it only for later requests)."""
-    served = store.current
+    served = service.store.current
     if served is None:
-        raise HTTPException(503, f"No model is loaded: {store.last_error}.")
+        raise HTTPException(503, f"No model is loaded: {service.store.last_error}.")
     return served
 
 
@@ -89,12 +80,7 @@ async def read_upload(upload: UploadFile, settings: ServingSettings) -> bytes:
     return data
 
 
-def respond(
-    probabilities: np.ndarray,
-    served: ServedModel,
-    settings: ServingSettings,
-    metrics: ServiceMetrics,
-) -> Prediction:
+def respond(probabilities: np.ndarray, served: ServedModel, service: Service) -> Prediction:
     """The answer for one image's row of class probabilities."""
     digit = int(probabilities.argmax())
     confidence = float(probabilities[digit])
@@ -102,10 +88,10 @@ def respond(
         digit=digit,
         confidence=confidence,
         probabilities=[round(float(p), 6) for p in probabilities],
-        uncertain=confidence < settings.uncertain_below,
+        uncertain=confidence < service.settings.uncertain_below,
         model_version=served.version,
     )
-    metrics.predictions.labels(str(digit), str(prediction.uncertain).lower()).inc()
+    service.metrics.predictions.labels(str(digit), str(prediction.uncertain).lower()).inc()
     return prediction
 
 
@@ -118,12 +104,13 @@ async def health() -> Health:
 @router.get(
     "/ready", response_model=Readiness, responses={503: {"model": Readiness}}, tags=["service"]
 )
-async def ready(store: StoreDep) -> Readiness | JSONResponse:
+async def ready(service: ServiceDep) -> Readiness | JSONResponse:
     """200 once a model is loaded, 503 with the reason until then."""
-    if store.current is None:
-        body = Readiness(ready=False, reason=store.last_error)
+    current = service.store.current
+    if current is None:
+        body = Readiness(ready=False, reason=service.store.last_error)
         return JSONResponse(body.model_dump(), status_code=503)
-    return Readiness(ready=True, model_version=store.current.version)
+    return Readiness(ready=True, model_version=current.version)
 
 
 @router.get("/model", response_model=ModelInfo, responses={503: ERRORS[503]}, tags=["service"])
@@ -143,17 +130,14 @@ async def predict(
     file: Annotated[
         UploadFile, File(description="a picture of one digit: PNG, JPEG, BMP, GIF or WebP")
     ],
+    service: ServiceDep,
     served: ModelDep,
-    settings: SettingsDep,
-    metrics: MetricsDep,
-    batcher: BatcherDep,
-    preprocessor: PreprocessorDep,
 ) -> Prediction:
     """Classify one uploaded picture of a digit."""
-    with batcher.arriving():
-        pixels = await preprocessor.upload(await read_upload(file, settings))
-    probabilities = await batcher.infer(served.classifier, pixels[np.newaxis])
-    return respond(probabilities[0], served, settings, metrics)
+    with service.batcher.arriving():
+        pixels = await service.preprocessor.upload(await read_upload(file, service.settings))
+    probabilities = await service.batcher.infer(served.classifier, pixels[np.newaxis])
+    return respond(probabilities[0], served, service)
 
 
 @router.post("/predict/batch", response_model=BatchPrediction, responses=ERRORS, tags=["predict"])
@@ -161,33 +145,31 @@ async def predict_batch(
     files: Annotated[
         list[UploadFile], File(description="several pictures, each under the field `files`")
     ],
+    service: ServiceDep,
     served: ModelDep,
-    settings: SettingsDep,
-    metrics: MetricsDep,
-    batcher: BatcherDep,
-    preprocessor: PreprocessorDep,
 ) -> BatchPrediction:
     """Classify several pictures in one model call; a bad one gets its own error and does not
     spoil the others."""
-    if len(files) > settings.max_batch_files:
-        raise UploadError(413, f"Send at most {settings.max_batch_files} files at a time.")
-    with batcher.arriving():
+    limit = service.settings.max_batch_files
+    if len(files) > limit:
+        raise UploadError(413, f"Send at most {limit} files at a time.")
+    with service.batcher.arriving():
         uploads: list[bytes | UploadError] = []
         for upload in files:
             try:
-                uploads.append(await read_upload(upload, settings))
+                uploads.append(await read_upload(upload, service.settings))
             except UploadError as error:
                 uploads.append(error)
-        outcomes = await preprocessor.uploads(uploads)
+        outcomes = await service.preprocessor.uploads(uploads)
     good = [pixels for pixels in outcomes if isinstance(pixels, np.ndarray)]
-    rows = iter(await batcher.infer(served.classifier, np.stack(good)) if good else [])
+    rows = iter(await service.batcher.infer(served.classifier, np.stack(good)) if good else [])
     results = [
         BatchItem(filename=upload.filename, status_code=outcome.status_code, error=outcome.detail)
         if isinstance(outcome, UploadError)
         else BatchItem(
             filename=upload.filename,
             status_code=200,
-            prediction=respond(next(rows), served, settings, metrics),
+            prediction=respond(next(rows), served, service),
         )
         for upload, outcome in zip(files, outcomes, strict=True)
     ]
@@ -197,14 +179,11 @@ async def predict_batch(
 @router.post("/predict/pixels", response_model=Prediction, responses=ERRORS, tags=["predict"])
 async def predict_pixels(
     body: PixelsRequest,
+    service: ServiceDep,
     served: ModelDep,
-    settings: SettingsDep,
-    metrics: MetricsDep,
-    batcher: BatcherDep,
-    preprocessor: PreprocessorDep,
 ) -> Prediction:
     """Classify a picture sent as rows of grey levels (0-255)."""
-    with batcher.arriving():
-        pixels = await preprocessor.grey_levels(body.pixels)
-    probabilities = await batcher.infer(served.classifier, pixels[np.newaxis])
-    return respond(probabilities[0], served, settings, metrics)
+    with service.batcher.arriving():
+        pixels = await service.preprocessor.grey_levels(body.pixels)
+    probabilities = await service.batcher.infer(served.classifier, pixels[np.newaxis])
+    return respond(probabilities[0], served, service)

@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.formparsers import MultiPartParser
 from swagger_ui_bundle import swagger_ui_path
 
-from serving.api import router
+from serving.api import Service, router
 from serving.batching import MicroBatcher
 from serving.decode import UploadError
 from serving.limits import BodySizeLimit
@@ -87,9 +87,13 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         docs_url=None,  # served below from local files: FastAPI's default loads them from a CDN
         redoc_url=None,
     )
-    app.state.settings, app.state.store, app.state.metrics = settings, store, metrics
-    app.state.batcher = batcher
-    app.state.preprocessor = Preprocessor(settings.max_image_pixels, settings.decode_threads)
+    app.state.service = Service(
+        settings,
+        store,
+        metrics,
+        batcher,
+        Preprocessor(settings.max_image_pixels, settings.decode_threads),
+    )
     _install_error_handlers(app)
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
