@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 import matplotlib
@@ -16,6 +17,45 @@ LABELS = {
     "batch16": "ours, /predict/batch, 16 × 28×28 PNG (req/s)",
     "json28": "`mlflow models serve`, JSON tensor 1×1×28×28",
 }
+
+
+def _median(values: list[float]) -> float:
+    return round(statistics.median(values), 2)
+
+
+def median_of_rounds(rounds: list[dict]) -> dict:
+    """One result per measurement: the median over rounds (requests and errors summed, memory
+    the largest seen)."""
+    merged: dict = {
+        "bare_session_batch16_images_per_s": _median(
+            [r["bare_session_batch16_images_per_s"] for r in rounds]
+        )
+    }
+    for side in ("ours", "mlflow"):
+        merged[side] = {}
+        for workers, first in rounds[0][side].items():
+            entries = [r[side][workers] for r in rounds]
+            cells = {
+                name: [
+                    {
+                        "connections": cell["connections"],
+                        "requests": sum(e["cells"][name][i]["requests"] for e in entries),
+                        "errors": sum(e["cells"][name][i]["errors"] for e in entries),
+                        **{
+                            key: _median([e["cells"][name][i][key] for e in entries])
+                            for key in ("requests_per_s", "p50_ms", "p90_ms", "p99_ms")
+                        },
+                    }
+                    for i, cell in enumerate(sweep)
+                ]
+                for name, sweep in first["cells"].items()
+            }
+            merged[side][workers] = {
+                "seconds_to_ready": _median([e["seconds_to_ready"] for e in entries]),
+                "rss_mib_per_worker": max(e["rss_mib_per_worker"] for e in entries),
+                "cells": cells,
+            }
+    return merged
 
 
 def _rows(results: dict, workers: int) -> list[tuple[str, int, list[dict]]]:
@@ -90,7 +130,10 @@ def plot(results: dict, workers: int, path: Path) -> None:
         axes.grid(alpha=0.3)
     tail.set_yscale("log")
     throughput.legend(fontsize=7)
-    figure.suptitle(f"{results['model']} on {results['machine']}, {results['date'][:10]}")
+    figure.suptitle(
+        f"{results['model']} on {results['machine']}, {results['date'][:10]}, "
+        f"median of {results['repeat']} rounds"
+    )
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

@@ -1,13 +1,14 @@
 """Benchmark: our API against `mlflow models serve`, same registered ONNX version, side by side.
 
-    python bench/serve_throughput.py            # the full run, about 7 minutes on 2 cores
-    python bench/serve_throughput.py --quick    # a smoke run of a few seconds per server
+    python -m bench.serve_throughput --python .venv-serve/bin/python   # 3 rounds, ~11 minutes
+    python -m bench.serve_throughput --quick                           # a smoke run
 
 Needs `wrk` (Debian's package) and a `production` version in the configured MLflow registry
 (`dvc repro` first). Both servers listen on 127.0.0.1 only and are stopped at the end. Ours gets
 multipart PNG uploads (a 28×28 digit, a 280×280 canvas drawing, a 1152×648 Paint picture), theirs
 the same 28×28 digit as a JSON tensor. Writes `bench/results/serve_throughput.json`, a markdown
-table (`.md`) and a plot (`.png`) beside it.
+table (`.md`) and a plot (`.png`) beside it. The machines are noisy: every number is the median
+of `--repeat` rounds, each round measuring both servers one after the other.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image, ImageDraw
 
 from bench.loadgen import free_port, multipart, running, wrk
-from bench.report import markdown_table, plot
+from bench.report import markdown_table, median_of_rounds, plot
 from mnist_core.classifier import DigitClassifier, default_threads
 from mnist_core.imaging import to_mnist
 from serving.decode import decode_image
@@ -80,39 +81,20 @@ def sweep(url: str, body: tuple[bytes, str], concurrency: list[int], seconds: fl
     return [wrk(url, *body, connections=c, seconds=seconds) for c in concurrency]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="smoke run: tiny and fast")
-    parser.add_argument("--workers", type=int, default=2, help="our API's worker processes")
-    parser.add_argument(
-        "--python",
-        default=sys.executable,
-        help="interpreter that runs our API, e.g. that of a `pip install .[serve]` environment",
-    )
-    parser.add_argument("--seconds", type=float, default=8, help="per measurement")
-    parser.add_argument("--out", type=Path, default=Path("bench/results/serve_throughput.json"))
-    args = parser.parse_args()
-    concurrency = [1, 8] if args.quick else [1, 8, 32, 64]
-    seconds = 1 if args.quick else args.seconds
-    mlflow_workers = [1] if args.quick else [1, args.workers]
-    ours_payloads = ["png28", "batch16"] if args.quick else ["png28", "png280", "paint", "batch16"]
-
+def one_round(
+    args: argparse.Namespace,
+    bodies: dict[str, tuple[bytes, str]],
+    concurrency: list[int],
+    seconds: float,
+    env: dict[str, str],
+    version: str,
+) -> dict:
+    """Every measurement once: our API (1 worker for its start-up, then the workers asked for),
+    `mlflow models serve`, and the bare ONNX session."""
     settings = ServingSettings()
-    client = MlflowClient(settings.tracking_uri)
-    version = client.get_model_version_by_alias(settings.model_name, settings.model_alias).version
-    env = {"MLFLOW_TRACKING_URI": settings.tracking_uri}
-    bodies = payloads()
-    results: dict = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.processor() or platform.machine()}, {default_threads()} cores",
-        "model": f"{settings.model_name} version {version}",
-        "our_python": args.python,
-        "seconds_per_cell": seconds,
-        "ours": {},
-        "mlflow": {},
-    }
-
-    for workers in sorted({1, args.workers}):  # cold start of a single worker and of ours
+    results: dict = {"ours": {}, "mlflow": {}}
+    ours_payloads = ["png28", "batch16"] if args.quick else ["png28", "png280", "paint", "batch16"]
+    for workers in sorted({1, args.workers}):
         port = free_port()
         command = [args.python, "-m", "serving", "--port", str(port), "--workers", str(workers)]
         with running(command, "/ready", port, env) as server:
@@ -128,7 +110,7 @@ def main() -> None:
             print(json.dumps({"ours": workers, **entry}), flush=True)
 
     model_uri = f"models:/{settings.model_name}@{settings.model_alias}"
-    for workers in mlflow_workers:
+    for workers in [1] if args.quick else [1, args.workers]:
         port = free_port()
         command = ["mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local"]
         command += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
@@ -149,6 +131,46 @@ def main() -> None:
     results["bare_session_batch16_images_per_s"] = round(
         bare_session_images_per_s(onnx_model, small_pngs, 2 if args.quick else 5), 1
     )
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smoke run: tiny and fast")
+    parser.add_argument("--workers", type=int, default=2, help="our API's worker processes")
+    parser.add_argument(
+        "--python",
+        default=sys.executable,
+        help="interpreter that runs our API, e.g. that of a `pip install .[serve]` environment",
+    )
+    parser.add_argument("--seconds", type=float, default=8, help="per measurement")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds; the tables show medians")
+    parser.add_argument("--out", type=Path, default=Path("bench/results/serve_throughput.json"))
+    args = parser.parse_args()
+    concurrency = [1, 8] if args.quick else [1, 8, 32, 64]
+    seconds = 1 if args.quick else args.seconds
+    if args.quick:
+        args.repeat = 1
+
+    settings = ServingSettings()
+    client = MlflowClient(settings.tracking_uri)
+    version = client.get_model_version_by_alias(settings.model_name, settings.model_alias).version
+    env = {"MLFLOW_TRACKING_URI": settings.tracking_uri}
+    bodies = payloads()
+    results: dict = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.processor() or platform.machine()}, {default_threads()} cores",
+        "model": f"{settings.model_name} version {version}",
+        "our_python": args.python,
+        "seconds_per_cell": seconds,
+        "repeat": args.repeat,
+    }
+
+    rounds = [
+        one_round(args, bodies, concurrency, seconds, env, version) for _ in range(args.repeat)
+    ]
+    results |= median_of_rounds(rounds)
+    results["rounds"] = rounds
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

@@ -28,6 +28,11 @@ class Scores:
     probabilities: np.ndarray
 
 
+def _batch(pixels: np.ndarray) -> np.ndarray:
+    """uint8 images (N, 28, 28) → the graph's float32 (N, 1, 28, 28) input."""
+    return np.asarray(pixels, dtype=np.float32).reshape(-1, 1, IMAGE_SIZE, IMAGE_SIZE)
+
+
 def default_threads(workers: int = 1) -> int:
     """Intra-op threads that keep `workers` processes from oversubscribing this machine's cores."""
     return max(1, (os.cpu_count() or 1) // max(1, workers))
@@ -48,10 +53,9 @@ class DigitClassifier:
 
     def scores(self, pixels: np.ndarray) -> Scores:
         """Logits and probabilities for uint8 MNIST-style images (N, 28, 28) in one call."""
-        batch = np.asarray(pixels, dtype=np.float32).reshape(-1, 1, IMAGE_SIZE, IMAGE_SIZE)
-        logits, probabilities = self.session.run([LOGITS, PROBABILITIES], {PIXELS: batch})
+        logits, probabilities = self.session.run([LOGITS, PROBABILITIES], {PIXELS: _batch(pixels)})
         return Scores(logits, probabilities)
 
     def predict_proba(self, pixels: np.ndarray) -> np.ndarray:
         """Class probabilities (N, 10) for uint8 MNIST-style images (N, 28, 28)."""
-        return self.scores(pixels).probabilities
+        return self.session.run([PROBABILITIES], {PIXELS: _batch(pixels)})[0]
