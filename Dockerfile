@@ -15,7 +15,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY mnist_core ./mnist_core
 COPY serving ./serving
-RUN pip install ".[serve]" && useradd --create-home --uid 10001 app
+RUN pip install "./[serve]" && useradd --create-home --uid 10001 app
 
 USER 10001
 EXPOSE 8080
