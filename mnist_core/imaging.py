@@ -46,6 +46,10 @@ def _upright(image: Image.Image) -> Image.Image:
 def _to_gray(image: Image.Image) -> Image.Image:
     """8-bit grey levels, upright, with any transparency composited onto white."""
     image = _upright(image)
+    if image.mode.startswith("I") or image.mode == "F":  # 16- or 32-bit grey (a 16-bit PNG)
+        levels = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") else max(float(levels.max()), 1.0)
+        return Image.fromarray(np.clip(levels * (255 / top), 0, 255).astype(np.uint8))
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         gray, alpha = image.convert("LA").split()
         return Image.composite(gray, Image.new("L", image.size, 255), alpha)

@@ -64,7 +64,7 @@ async def get_model(service: ServiceDep) -> ServedModel:
     """The version to use for this whole request (a reload swaps it only for later requests)."""
     served = service.store.current
     if served is None:
-        raise HTTPException(503, f"No model is loaded: {service.store.last_error}.")
+        raise HTTPException(503, f"No model is loaded: {service.store.problem}.")
     return served
 
 
@@ -105,23 +105,27 @@ async def health() -> Health:
     "/ready", response_model=Readiness, responses={503: {"model": Readiness}}, tags=["service"]
 )
 async def ready(service: ServiceDep) -> Readiness | JSONResponse:
-    """200 once a model is loaded, 503 with the reason until then."""
-    current = service.store.current
-    if current is None:
-        body = Readiness(ready=False, reason=service.store.last_error)
+    """200 once a model is loaded (with a `reason` when it is not the aliased version), 503 with
+    the reason until then."""
+    store = service.store
+    if store.current is None:
+        body = Readiness(ready=False, reason=store.problem)
         return JSONResponse(body.model_dump(), status_code=503)
-    return Readiness(ready=True, model_version=current.version)
+    return Readiness(ready=True, model_version=store.current.version, reason=store.problem)
 
 
 @router.get("/model", response_model=ModelInfo, responses={503: ERRORS[503]}, tags=["service"])
-async def model_info(served: ModelDep) -> ModelInfo:
-    """Which registered model, version and training run are being served."""
+async def model_info(service: ServiceDep, served: ModelDep) -> ModelInfo:
+    """Which registered model, version and training run are being served, and whether that is
+    still the version the alias points to."""
     return ModelInfo(
         name=served.name,
         alias=served.alias,
         version=served.version,
         run_id=served.run_id,
         loaded_at=served.loaded_at,
+        alias_version=service.store.alias_version,
+        problem=service.store.problem,
     )
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -24,23 +25,31 @@ from serving.limits import BodySizeLimit
 from serving.metrics import RequestMetrics, ServiceMetrics
 from serving.model_store import ModelStore
 from serving.preprocess import Preprocessor
+from serving.schemas import MAX_PIXEL_SIDE
 from serving.settings import ServingSettings
 
 STATIC_DIR = Path(__file__).parent / "static"
 MULTIPART_OVERHEAD = 64 * 1024
+MAX_ERRORS_SHOWN = 3
+# `/predict/pixels`: 512 rows of 512 grey levels written as "255, " fit in this many bytes.
+PIXELS_BODY_LIMIT = MAX_PIXEL_SIDE**2 * 5 + 4096
 
 
 def _validation_message(error: RequestValidationError) -> str:
-    """One sentence for FastAPI's list of validation errors."""
+    """A few sentences for FastAPI's list of validation errors, however long the list: a body of
+    a million bad values gets three sentences and a count, not a million."""
+    errors = error.errors()
     sentences = []
-    for item in error.errors():
+    for item in errors[:MAX_ERRORS_SHOWN]:
         where = ".".join(str(part) for part in item["loc"] if part != "body")
         if item["type"] == "missing" and where in ("file", "files"):
             sentences.append(
                 f"No file was uploaded: send the image as the multipart form field '{where}'."
             )
         else:
-            sentences.append(f"{where or 'request body'}: {item['msg']}.")
+            sentences.append(f"{where or 'request body'}: {item['msg'][:200]}.")
+    if len(errors) > MAX_ERRORS_SHOWN:
+        sentences.append(f"({len(errors) - MAX_ERRORS_SHOWN} more problems like these.)")
     return " ".join(sentences)
 
 
@@ -50,7 +59,9 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(UploadError)
     async def upload_error(_: Request, error: UploadError) -> JSONResponse:
-        return detail(error.status_code, error.detail)
+        response = detail(error.status_code, error.detail)
+        response.headers.update(error.headers or {})
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, error: RequestValidationError) -> JSONResponse:
@@ -92,7 +103,9 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         store,
         metrics,
         batcher,
-        Preprocessor(settings.max_image_pixels, settings.decode_threads),
+        Preprocessor(
+            settings.max_image_pixels, settings.decode_threads, settings.max_pending_pixels
+        ),
     )
     _install_error_handlers(app)
     app.include_router(router)
@@ -103,12 +116,22 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     single_limit = settings.max_upload_bytes + MULTIPART_OVERHEAD
     app.add_middleware(
         BodySizeLimit,
-        limit_for=lambda path: batch_limit if path.endswith("/batch") else single_limit,
+        limit_for=lambda path: (
+            batch_limit
+            if path.endswith("/batch")
+            else PIXELS_BODY_LIMIT
+            if path.endswith("/pixels")
+            else single_limit
+        ),
     )
     # Starlette spools an upload over 1 MB to a temporary file. Bodies are capped above, so a
     # spool this size keeps every upload in memory: nothing a client sends touches the disk.
     MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, batch_limit)
 
+    if origins := [origin.strip() for origin in settings.cors_origins.split(",") if origin]:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"], max_age=600
+        )
     app.add_middleware(RequestMetrics, metrics=metrics)
 
     @app.get("/", include_in_schema=False)

@@ -11,12 +11,15 @@ from pathlib import Path
 
 import mlflow
 import yaml
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mnist_core.classifier import DigitClassifier, default_threads
 from serving.settings import ServingSettings
 
 log = logging.getLogger(__name__)
+
+MAX_RETRY_SECONDS = 300.0
 
 
 class ModelFormatError(RuntimeError):
@@ -56,13 +59,21 @@ def read_onnx_model(model_uri: str, tracking_uri: str) -> bytes:
 
 class ModelStore:
     """Holds the version the alias points to. Readers take `current` once per request, so a swap
-    never changes the model under a request in flight."""
+    never changes the model under a request in flight.
+
+    What goes wrong is kept as `problem`, a sentence safe to show to any client (no tracking URI,
+    no exception text: those go to the log). A version that fails to load is retried with an
+    exponential backoff while the previous version goes on serving. When the alias is deleted,
+    the loaded version goes on serving and `problem` says so.
+    """
 
     def __init__(self, settings: ServingSettings) -> None:
         self.settings = settings
         self.current: ServedModel | None = None
-        self.last_error: str | None = "the model has not been loaded yet"
+        self.alias_version: str | None = None  # where the alias pointed at the last check
+        self.problem: str | None = "the model has not been loaded yet"
         self._client = MlflowClient(tracking_uri=settings.tracking_uri)
+        self._failed: tuple[str, int, float] | None = None  # version, failures, retry after
 
     def _load(self, version: str, run_id: str) -> ServedModel:
         name = self.settings.model_name
@@ -71,25 +82,58 @@ class ModelStore:
         classifier = DigitClassifier(onnx_model, threads=threads)
         return ServedModel(name, self.settings.model_alias, version, run_id, classifier)
 
+    def _serving_note(self) -> str:
+        return f"; still serving version {self.current.version}" if self.current else ""
+
+    def _backing_off(self, version: str) -> bool:
+        return (
+            self._failed is not None
+            and self._failed[0] == version
+            and time.monotonic() < self._failed[2]
+        )
+
     def refresh(self) -> bool:
         """Load the aliased version if it is not the one being served; True when it changed."""
         name, alias = self.settings.model_name, self.settings.model_alias
         try:
             target = self._client.get_model_version_by_alias(name, alias)
-            version = str(target.version)
-            if self.current is not None and self.current.version == version:
-                return False
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_DOES_NOT_EXIST" and "not found" not in str(error):
+                return self._fail_to_reach(error)
+            self.alias_version = None
+            self.problem = f"no version of {name} holds the alias '{alias}'{self._serving_note()}"
+            log.warning("%s", self.problem)
+            return False
+        except Exception as error:  # network errors, a server that is down or half up
+            return self._fail_to_reach(error)
+        version = str(target.version)
+        self.alias_version = version
+        if self.current is not None and self.current.version == version:
+            self.problem, self._failed = None, None
+            return False
+        if self._backing_off(version):
+            return False
+        try:
             served = self._load(version, target.run_id)
-        except Exception as error:  # the registry may be down or empty: keep serving what we have
-            self.last_error = (
-                f"cannot load models:/{name}@{alias} from {self.settings.tracking_uri}: {error}"
+        except Exception as error:  # a missing, corrupt or non-ONNX artifact
+            failures = self._failed[1] + 1 if self._failed and self._failed[0] == version else 1
+            delay = min(self.settings.poll_interval_seconds * 2**failures, MAX_RETRY_SECONDS)
+            self._failed = (version, failures, time.monotonic() + delay)
+            self.problem = (
+                f"version {version} of {name} could not be loaded (its model is missing, "
+                f"corrupt or not ONNX){self._serving_note()}; retrying in {delay:.0f} s"
             )
-            log.warning(self.last_error)
+            log.warning("%s: %s", self.problem, error)
             return False
         previous = self.current.version if self.current else None
-        self.current, self.last_error = served, None
+        self.current, self.problem, self._failed = served, None, None
         log.info("Serving %s version %s (was %s)", name, version, previous)
         return True
+
+    def _fail_to_reach(self, error: Exception) -> bool:
+        self.problem = f"the model registry cannot be reached{self._serving_note()}"
+        log.warning("%s (%s): %s", self.problem, self.settings.tracking_uri, error)
+        return False
 
     async def poll(self) -> None:
         """Follow the alias forever, checking every `poll_interval_seconds`."""

@@ -1,20 +1,21 @@
 """Decode and preprocess request images on a bounded pool of threads, off the event loop.
 
-Every route turns its input into 28×28 MNIST-style images here: bytes → `decode_image` (type,
-size and integrity checks) → `mnist_core.imaging.to_mnist`. Failures become `UploadError`s with
-the status and sentence the client sees.
+Every route turns its input into 28×28 MNIST-style images here: bytes → `open_image` (type and
+size checks, header only) → `load_image` → `mnist_core.imaging.to_mnist`. Failures become
+`UploadError`s with the status and sentence the client sees.
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 import anyio
 import numpy as np
 from PIL import Image
 
 from mnist_core.imaging import EmptyImageError, to_mnist
-from serving.decode import UploadError, decode_image
-
-MAX_PIXEL_ROWS = 1024
+from serving.decode import UploadError, load_image, open_image
 
 
 def _mnist_or_422(image: Image.Image) -> np.ndarray:
@@ -25,45 +26,74 @@ def _mnist_or_422(image: Image.Image) -> np.ndarray:
 
 
 def _grey_levels_to_mnist(rows: list[list[int]]) -> np.ndarray:
-    widths = {len(row) for row in rows}
-    if len(widths) != 1 or not 0 < widths.pop() <= MAX_PIXEL_ROWS:
-        raise UploadError(
-            422, f"`pixels` must be a rectangle: rows of equal length, 1 to {MAX_PIXEL_ROWS} each."
-        )
-    array = np.asarray(rows)
-    if array.min() < 0 or array.max() > 255:
-        raise UploadError(422, "Pixel values must be grey levels from 0 to 255.")
-    return _mnist_or_422(Image.fromarray(array.astype(np.uint8), mode="L"))
+    # Sizes and value ranges are checked by the request schema; only the shape is left.
+    if len({len(row) for row in rows}) != 1:
+        raise UploadError(422, "`pixels` must be a rectangle: every row of the same length.")
+    return _mnist_or_422(Image.fromarray(np.asarray(rows, dtype=np.uint8), mode="L"))
 
 
 class Preprocessor:
-    """Runs the CPU work of requests on at most `threads` threads of this process."""
+    """Runs the CPU work of requests on at most `threads` threads of this process, and admits
+    pictures only while the pixels waiting to be decoded stay within a budget: past it a request
+    is refused at once with 503 and `Retry-After` rather than queued (a small picture is always
+    admitted when nothing else waits)."""
 
-    def __init__(self, max_image_pixels: int, threads: int) -> None:
+    def __init__(self, max_image_pixels: int, threads: int, pending_pixels: int) -> None:
         self.max_image_pixels = max_image_pixels
+        self.pending_budget = pending_pixels
+        self.pending = 0
         self.limiter = anyio.CapacityLimiter(threads)
 
-    def _upload_to_mnist(self, data: bytes) -> np.ndarray:
-        return _mnist_or_422(decode_image(data, self.max_image_pixels))
+    @contextlib.contextmanager
+    def _admitted(self, pixels: int) -> Iterator[None]:
+        if self.pending and self.pending + pixels > self.pending_budget:
+            raise UploadError(
+                503,
+                "The server is busy with other large pictures: try again in a moment.",
+                headers={"Retry-After": "1"},
+            )
+        self.pending += pixels
+        try:
+            yield
+        finally:
+            self.pending -= pixels
 
-    def _each_to_mnist(self, uploads: list[bytes | UploadError]) -> list[np.ndarray | UploadError]:
+    def _load_to_mnist(self, image: Image.Image) -> np.ndarray:
+        return _mnist_or_422(load_image(image))
+
+    def _each_to_mnist(
+        self, images: list[Image.Image | UploadError]
+    ) -> list[np.ndarray | UploadError]:
         outcomes: list[np.ndarray | UploadError] = []
-        for upload in uploads:
+        for image in images:
             try:
-                if isinstance(upload, UploadError):
-                    raise upload
-                outcomes.append(self._upload_to_mnist(upload))
+                if isinstance(image, UploadError):
+                    raise image
+                outcomes.append(self._load_to_mnist(image))
             except UploadError as error:
                 outcomes.append(error)
         return outcomes
 
+    def _open(self, data: bytes | UploadError) -> Image.Image | UploadError:
+        if isinstance(data, UploadError):
+            return data
+        try:
+            return open_image(data, self.max_image_pixels)
+        except UploadError as error:
+            return error
+
     async def upload(self, data: bytes) -> np.ndarray:
         """One uploaded picture → a 28×28 uint8 image; raises `UploadError`."""
-        return await anyio.to_thread.run_sync(self._upload_to_mnist, data, limiter=self.limiter)
+        image = open_image(data, self.max_image_pixels)  # the header only: cheap
+        with self._admitted(image.width * image.height):
+            return await anyio.to_thread.run_sync(self._load_to_mnist, image, limiter=self.limiter)
 
     async def uploads(self, uploads: list[bytes | UploadError]) -> list[np.ndarray | UploadError]:
         """Several uploads → an image or the error of each, in order (one bad one spoils none)."""
-        return await anyio.to_thread.run_sync(self._each_to_mnist, uploads, limiter=self.limiter)
+        images = [self._open(data) for data in uploads]
+        pixels = sum(i.width * i.height for i in images if isinstance(i, Image.Image))
+        with self._admitted(pixels):
+            return await anyio.to_thread.run_sync(self._each_to_mnist, images, limiter=self.limiter)
 
     async def grey_levels(self, rows: list[list[int]]) -> np.ndarray:
         """Rows of grey levels 0-255 → a 28×28 uint8 image; raises `UploadError`."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, Field
 
 from mnist_core.imaging import NUM_CLASSES
@@ -29,13 +31,20 @@ class BatchPrediction(BaseModel):
     results: list[BatchItem]
 
 
+GreyLevel = Annotated[int, Field(ge=0, le=255)]
+MAX_PIXEL_SIDE = 512
+
+
 class PixelsRequest(BaseModel):
-    pixels: list[list[int]] = Field(
-        description="grey levels 0-255, one list per row (any size up to 1024×1024; a 28×28 "
-        "MNIST-style image works as is). Dark-on-light and light-on-dark are both accepted.",
-        min_length=1,
-        max_length=1024,
-        examples=[[[0] * 28] * 28],
+    pixels: list[Annotated[list[GreyLevel], Field(min_length=1, max_length=MAX_PIXEL_SIDE)]] = (
+        Field(
+            description="grey levels 0-255, one list per row, rows of equal length (any size up "
+            "to 512×512; a 28×28 MNIST-style image works as is). Dark-on-light and light-on-dark "
+            "are both accepted.",
+            min_length=1,
+            max_length=MAX_PIXEL_SIDE,
+            examples=[[[0] * 28] * 28],
+        )
     )
 
 
@@ -45,6 +54,12 @@ class ModelInfo(BaseModel):
     version: str
     run_id: str
     loaded_at: float = Field(description="Unix time the version was loaded")
+    alias_version: str | None = Field(
+        description="the version the alias pointed to at the last check (null: no such alias)"
+    )
+    problem: str | None = Field(
+        default=None, description="why the served version is not the aliased one, if it is not"
+    )
 
 
 class Health(BaseModel):
@@ -54,7 +69,9 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     ready: bool
     model_version: str | None = None
-    reason: str | None = None
+    reason: str | None = Field(
+        default=None, description="why not ready, or why the served version is not the aliased one"
+    )
 
 
 class ErrorResponse(BaseModel):

@@ -15,14 +15,23 @@ class ServingSettings(MlflowSettings):
         default=5 * 1024 * 1024, gt=0, validation_alias="MNIST_MAX_UPLOAD_BYTES"
     )
     # Decoded size limit, checked from the header before any pixel is decoded.
+    # (A JPEG counts at the reduced scale it is decoded at: see `decode.JPEG_DRAFT_SIDE`.)
     max_image_pixels: int = Field(
-        default=25_000_000, gt=0, validation_alias="MNIST_MAX_IMAGE_PIXELS"
+        default=10_000_000, gt=0, validation_alias="MNIST_MAX_IMAGE_PIXELS"
+    )
+    # Pixels per worker that may wait to be decoded at once; past it large pictures get 503.
+    max_pending_pixels: int = Field(
+        default=40_000_000, gt=0, validation_alias="MNIST_MAX_PENDING_PIXELS"
     )
     max_batch_files: int = Field(default=16, gt=0, validation_alias="MNIST_MAX_BATCH_FILES")
     # Below this top-class probability a prediction is flagged `uncertain`.
     uncertain_below: float = Field(
         default=0.7, ge=0, le=1, validation_alias="MNIST_UNCERTAIN_BELOW"
     )
+
+    # Origins allowed to call the API from a browser page served elsewhere, comma-separated
+    # (`https://a.example,https://b.example`); empty, the default: no cross-origin calls.
+    cors_origins: str = Field(default="", validation_alias="MNIST_CORS_ORIGINS")
 
     # Dynamic micro-batching: images of concurrent requests share one ONNX Runtime call of at
     # most `batch_max_size` images. A batch waits for company at most `batch_max_wait_ms`, and

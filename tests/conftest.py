@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +28,28 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def wait_for_url(
+    url: str, server: subprocess.Popen, timeout: float, log: Path | None = None
+) -> None:
+    """Poll `url` until it answers 200; fail with the server's output if it dies or is late."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                output = (
+                    log.read_text()
+                    if log
+                    else (server.stderr.read().decode() if server.stderr else "")
+                )
+                raise RuntimeError(
+                    f"{url} did not answer within {timeout:.0f} s:\n{output[-3000:]}"
+                ) from None
+            time.sleep(0.2)
 
 
 def run_pipeline(params_file: Path, *overrides: str) -> None:

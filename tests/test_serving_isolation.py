@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import PROJECT_ROOT, SEED_IMAGES, free_port
+from tests.conftest import PROJECT_ROOT, SEED_IMAGES, free_port, wait_for_url
 
 # (scipy is left out: MLflow imports it whenever it is installed, as it is in the dev set-up; the
 # fresh `.[serve]` environment below has none of these at all.)
@@ -71,15 +70,7 @@ def test_serve_extra_installs_and_serves_without_torch(
         stderr=subprocess.PIPE,
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2):
-                    break
-            except OSError:
-                assert server.poll() is None, server.stderr.read().decode()[-3000:]
-                assert time.monotonic() < deadline, "the server was not ready within 60 s"
-                time.sleep(0.2)
+        wait_for_url(f"http://127.0.0.1:{port}/ready", server, timeout=60)
         boundary = "b0undary"
         body = (
             (

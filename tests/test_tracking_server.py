@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from serving.app import create_app
 from serving.settings import ServingSettings
-from tests.conftest import SEED_IMAGES, free_port, run_pipeline, tiny_params
+from tests.conftest import SEED_IMAGES, free_port, run_pipeline, tiny_params, wait_for_url
 
 pytestmark = pytest.mark.slow
 
@@ -34,15 +32,7 @@ def tracking_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2):
-                    break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError((root / "server.log").read_text()[-2000:]) from None
-                time.sleep(0.5)
+        wait_for_url(f"{url}/health", server, timeout=90, log=root / "server.log")
         yield url
     finally:
         server.terminate()
