@@ -10,6 +10,8 @@ work starts only on the few hundred pixels of the final 20×20 digit.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
@@ -37,8 +39,10 @@ class EmptyImageError(ValueError):
 def _upright(image: Image.Image) -> Image.Image:
     """Apply the EXIF orientation, if any; a malformed EXIF block counts as none."""
     try:
-        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
-        return ImageOps.exif_transpose(image) if orientation != 1 else image
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow warns, then sometimes raises, on bad EXIF
+            orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+            return ImageOps.exif_transpose(image) if orientation != 1 else image
     except Exception:  # Pillow raises many kinds on broken EXIF; the pixels are still good
         return image
 

@@ -1,0 +1,128 @@
+"""Faults the API survives: a registry that is down at start, a version that cannot be loaded,
+an alias that is deleted. Each test works on its own copy of the tiny registry."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import mlflow
+import pytest
+from fastapi.testclient import TestClient
+from mlflow.tracking import MlflowClient
+
+from pipeline.registry import promote
+from serving.app import create_app
+from serving.settings import ServingSettings
+from tests.conftest import SEED_IMAGES, free_port, wait_for_url
+
+SEVEN = (SEED_IMAGES / "num_7.png").read_bytes()
+
+
+@pytest.fixture
+def registry_copy(trained_registry: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    """The tiny registry's database copied, so that its aliases can be moved freely."""
+    source = Path(trained_registry["MLFLOW_TRACKING_URI"].removeprefix("sqlite:///"))
+    shutil.copy(source, tmp_path / "mlflow.db")
+    return {**trained_registry, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+
+
+def eventually(check: Callable[[], bool], seconds: float = 20) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def register_corrupt_version(settings: ServingSettings, tmp_path: Path) -> str:
+    """A new version whose ONNX file is garbage (a failed upload, a disk error)."""
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    model_dir = tmp_path / "corrupt-model"
+    model_dir.mkdir()
+    (model_dir / "MLmodel").write_text("flavors:\n  onnx:\n    data: model.onnx\n")
+    (model_dir / "model.onnx").write_bytes(b"not an onnx model")
+    client = MlflowClient(settings.tracking_uri)
+    return str(client.create_model_version(settings.model_name, model_dir.as_uri()).version)
+
+
+def test_unloadable_version_keeps_the_previous_one_serving_and_backs_off(
+    registry_copy: dict[str, str], tmp_path: Path
+) -> None:
+    settings = ServingSettings(**registry_copy, MNIST_POLL_SECONDS=0.05)
+    registry = MlflowClient(settings.tracking_uri)
+    good = str(registry.get_model_version_by_alias(settings.model_name, "production").version)
+    with TestClient(create_app(settings)) as client:
+        store = client.app.state.service.store
+        attempts: list[str] = []
+        real_load = store._load
+        store._load = lambda version, run_id: (
+            attempts.append(version),
+            real_load(version, run_id),
+        )[1]
+        bad = register_corrupt_version(settings, tmp_path)
+        promote(registry, settings, bad)
+        assert eventually(lambda: client.get("/model").json()["alias_version"] == bad)
+        time.sleep(1.0)  # 20 polls: without backoff, 20 attempts
+        info = client.get("/model").json()
+        assert info["version"] == good and "could not be loaded" in info["problem"]
+        ready = client.get("/ready")
+        assert ready.status_code == 200 and ready.json()["model_version"] == good
+        assert f"version {bad}" in ready.json()["reason"]
+        assert (
+            client.post("/predict", files={"file": ("7.png", SEVEN)}).json()["model_version"]
+            == good
+        )
+        assert 1 <= len(attempts) <= 5, attempts  # 0.1, 0.2, 0.4, 0.8 s apart at most
+        promote(registry, settings, good)
+        assert eventually(lambda: client.get("/model").json()["problem"] is None)
+
+
+def test_deleted_alias_keeps_serving_and_says_so(registry_copy: dict[str, str]) -> None:
+    settings = ServingSettings(**registry_copy, MNIST_POLL_SECONDS=0.05)
+    registry = MlflowClient(settings.tracking_uri)
+    with TestClient(create_app(settings)) as client:
+        version = client.get("/model").json()["version"]
+        registry.delete_registered_model_alias(settings.model_name, "production")
+        assert eventually(lambda: client.get("/model").json()["alias_version"] is None)
+        ready = client.get("/ready")
+        assert ready.status_code == 200 and "holds the alias 'production'" in ready.json()["reason"]
+        response = client.post("/predict", files={"file": ("7.png", SEVEN)})
+        assert response.status_code == 200 and response.json()["model_version"] == version
+
+
+@pytest.mark.slow
+def test_registry_down_at_start_then_up_without_restart(
+    registry_copy: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    settings = ServingSettings(MLFLOW_TRACKING_URI=url, MNIST_POLL_SECONDS=0.2)
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/health").status_code == 200
+        ready = client.get("/ready")
+        assert ready.status_code == 503
+        assert ready.json()["reason"] == "the model registry cannot be reached"
+        command = [
+            str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
+            "--port", str(port), "--workers", "1",
+            "--backend-store-uri", registry_copy["MLFLOW_TRACKING_URI"],
+        ]  # fmt: skip
+        log = tmp_path / "server.log"
+        with log.open("w") as stream:
+            server = subprocess.Popen(command, stdout=stream, stderr=subprocess.STDOUT)
+        try:
+            wait_for_url(f"{url}/health", server, timeout=90, log=log)
+            assert eventually(lambda: client.get("/ready").status_code == 200, seconds=30)
+            response = client.post("/predict", files={"file": ("7.png", SEVEN)})
+            assert response.status_code == 200
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
