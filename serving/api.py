@@ -31,6 +31,7 @@ from serving.schemas import (
 from serving.settings import ServingSettings
 
 ERRORS = {
+    400: {"model": ErrorResponse, "description": "a body that cannot be parsed (bad multipart)"},
     413: {"model": ErrorResponse, "description": "file too large"},
     415: {"model": ErrorResponse, "description": "not an image of an accepted type"},
     422: {"model": ErrorResponse, "description": "no file, corrupt image, or no digit in it"},
