@@ -93,7 +93,11 @@ def running(
 
 
 def wrk(
-    url: str, body: bytes, content_type: str, connections: int, seconds: float
+    url: str,
+    body: bytes,
+    content_type: str,
+    connections: int,
+    seconds: float,
 ) -> dict[str, float]:
     """POST `body` to `url` from `connections` connections for `seconds`; the summary as a dict
     (requests/s, latency percentiles in ms, errors counted, non-2xx answers included)."""
@@ -115,7 +119,11 @@ def wrk(
                 str(WRK_SCRIPT),
                 url,
             ],
-            env={**os.environ, "WRK_BODY": stream.name, "WRK_CONTENT_TYPE": content_type},
+            env={
+                **os.environ,
+                "WRK_BODY": stream.name,
+                "WRK_CONTENT_TYPE": content_type,
+            },
             capture_output=True,
             text=True,
             timeout=seconds + 60,

@@ -13,3 +13,4 @@ function done(summary, latency, requests)
     summary.requests, summary.duration, latency:percentile(50), latency:percentile(90),
     latency:percentile(99), e.connect, e.read, e.write, e.status, e.timeout))
 end
+

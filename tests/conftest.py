@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import threading
@@ -142,3 +143,11 @@ def live_server_url(trained_registry: dict[str, str]) -> Iterator[str]:
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=10)
+
+
+@pytest.fixture
+def registry_copy(trained_registry: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    """The tiny registry's database copied, so that its aliases can be moved freely."""
+    source = Path(trained_registry["MLFLOW_TRACKING_URI"].removeprefix("sqlite:///"))
+    shutil.copy(source, tmp_path / "mlflow.db")
+    return {**trained_registry, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}

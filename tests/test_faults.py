@@ -3,7 +3,6 @@ an alias that is deleted. Each test works on its own copy of the tiny registry."
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import time
@@ -21,14 +20,6 @@ from serving.settings import ServingSettings
 from tests.conftest import SEED_IMAGES, free_port, wait_for_url
 
 SEVEN = (SEED_IMAGES / "num_7.png").read_bytes()
-
-
-@pytest.fixture
-def registry_copy(trained_registry: dict[str, str], tmp_path: Path) -> dict[str, str]:
-    """The tiny registry's database copied, so that its aliases can be moved freely."""
-    source = Path(trained_registry["MLFLOW_TRACKING_URI"].removeprefix("sqlite:///"))
-    shutil.copy(source, tmp_path / "mlflow.db")
-    return {**trained_registry, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
 
 
 def eventually(check: Callable[[], bool], seconds: float = 20) -> bool:
