@@ -3,12 +3,15 @@ in a temporary copy of the project with tiny parameters."""
 
 from __future__ import annotations
 
+import ast
 import csv
 import io
+import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -88,11 +91,67 @@ def test_dvc_exp_run_with_a_changed_param(project) -> None:
 
 def test_mlflow_run_train_entry_point(project) -> None:
     root, env = project
+    started_ms = time.time() * 1000
     run(
         ["mlflow", "run", ".", "-e", "train", "--env-manager", "local", "-P", "epochs=1"], root, env
     )
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     runs = client.search_runs(
-        [e.experiment_id for e in client.search_experiments()], "params.epochs = '1'"
+        [e.experiment_id for e in client.search_experiments()],
+        "params.epochs = '1' and tags.`mlflow.project.entryPoint` = 'train'",
     )
-    assert runs and any("val_accuracy" in r.data.metrics for r in runs)
+    # Only the run this test launched: `dvc exp run` above also trains with epochs=1.
+    runs = [r for r in runs if r.info.start_time >= started_ms]
+    assert len(runs) == 1 and "val_accuracy" in runs[0].data.metrics
+
+
+def import_closure(module: str) -> set[Path]:
+    """The project's source files that importing `module` executes (packages' `__init__` too)."""
+    files: set[Path] = set()
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        parts = name.split(".")
+        for depth in range(1, len(parts) + 1):  # each package on the way is imported too
+            package_init = PROJECT_ROOT.joinpath(*parts[:depth], "__init__.py")
+            if package_init.is_file():
+                files.add(package_init)
+        path = PROJECT_ROOT.joinpath(*parts).with_suffix(".py")
+        if not path.is_file() or path in files:
+            continue
+        files.add(path)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                todo += [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+            elif isinstance(node, ast.Import):
+                todo += [alias.name for alias in node.names]
+    return {path.relative_to(PROJECT_ROOT) for path in files}
+
+
+@pytest.mark.parametrize("stage", ["download", "preprocess", "train", "evaluate", "register"])
+def test_each_stage_depends_on_every_module_it_imports(stage: str) -> None:
+    deps = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"][stage]["deps"]
+    covered = [Path(dep) for dep in deps if "${" not in dep]
+    imported = import_closure(f"pipeline.{stage}")
+    assert Path(f"pipeline/{stage}.py") in imported
+    missing = [
+        str(path)
+        for path in imported
+        if not any(path == dep or dep in path.parents for dep in covered)
+    ]
+    assert not missing, f"dvc.yaml: stage {stage} imports {missing} but does not depend on them"
+
+
+def test_editing_an_imported_module_makes_its_stages_stale(project) -> None:
+    root, env = project
+    run(["dvc", "repro"], root, env)  # up to date first, whatever ran before
+    assert json.loads(run(["dvc", "status", "--json"], root, env)) == {}
+    shared = root / "pipeline" / "io.py"
+    original = shared.read_text()
+    try:
+        shared.write_text(original + "\n# an edit\n")
+        stale = json.loads(run(["dvc", "status", "--json"], root, env))
+        assert set(stale) == {"download", "preprocess", "train", "evaluate", "register"}
+    finally:
+        shared.write_text(original)
+    assert json.loads(run(["dvc", "status", "--json"], root, env)) == {}
