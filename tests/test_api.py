@@ -91,9 +91,14 @@ def drawn_one() -> Image.Image:
     ],
 )
 def test_every_accepted_format(client: TestClient, fmt: str, save: dict) -> None:
+    """The same drawing in any accepted format gets the answer its PNG gets."""
+    reference = client.post("/predict", files={"file": ("x.png", image_bytes(drawn_one(), "PNG"))})
     data = image_bytes(drawn_one(), fmt, **save)
     response = client.post("/predict", files={"file": (f"x.{fmt.lower()}", data)})
     assert response.status_code == 200, response.text
+    assert response.json()["digit"] == reference.json()["digit"]
+    differences = np.subtract(response.json()["probabilities"], reference.json()["probabilities"])
+    assert np.abs(differences).max() < 0.05  # lossy JPEG and WebP move them a little
 
 
 @pytest.mark.parametrize(
@@ -209,8 +214,11 @@ def test_pixels_form(client: TestClient) -> None:
     assert not_numbers.status_code == 422 and "pixels" in not_numbers.json()["detail"]
 
 
-@pytest.mark.parametrize(("threshold", "uncertain"), [(1.0, True), (0.0, False)])
-def test_uncertain_flag_follows_the_threshold(trained_registry, threshold, uncertain) -> None:
+@pytest.mark.parametrize(("offset", "uncertain"), [(1e-4, True), (-1e-4, False)])
+def test_uncertain_flag_follows_the_threshold(client, trained_registry, offset, uncertain) -> None:
+    """Just above the answer's confidence the answer is uncertain; just below, it is not."""
+    confidence = client.post("/predict", files={"file": ("7.png", SEVEN)}).json()["confidence"]
+    threshold = min(1.0, max(0.0, confidence + offset))
     app = create_app(settings_for(trained_registry, MNIST_UNCERTAIN_BELOW=threshold))
     with TestClient(app) as test_client:
         response = test_client.post("/predict", files={"file": ("7.png", SEVEN, "image/png")})
