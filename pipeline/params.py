@@ -78,6 +78,7 @@ class EvaluateParams(_Section):
 
 class RegisterParams(_Section):
     run_info: Path
+    onnx_path: Path  # logged again from here when the tracking store has lost the run
     metrics: Path
     decision: Path
     min_test_accuracy: float = Field(ge=0, le=1)

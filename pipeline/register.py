@@ -11,15 +11,18 @@ import logging
 from dataclasses import dataclass
 
 import mlflow
+import numpy as np
 from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from mnist_core.imaging import IMAGE_SIZE
 from mnist_core.settings import MlflowSettings
 from pipeline.cli import parse_stage_args
 from pipeline.io import read_json, write_json
 from pipeline.params import RegisterParams
 from pipeline.registry import promote, version_with_alias
-from pipeline.tracking import configure_mlflow
+from pipeline.tracking import configure_mlflow, log_onnx_model
 
 log = logging.getLogger(__name__)
 
@@ -65,22 +68,52 @@ def _registered_version(
     return mlflow.register_model(model_uri, name, tags={"run_id": run_id})
 
 
+def _run_in_this_store(
+    client: MlflowClient, run: dict[str, str], metrics: dict[str, object], params: RegisterParams
+) -> tuple[str, str]:
+    """The training run and model URI to register. When this tracking store does not know the
+    run (a new server, a deleted mlflow.db), the DVC-tracked ONNX model is logged again in a new
+    run, with the evaluation's metrics, so that the registry can always be rebuilt."""
+    try:
+        client.get_run(run["run_id"])
+        return run["run_id"], run["model_uri"]
+    except MlflowException:
+        pass
+    experiments = [experiment.experiment_id for experiment in client.search_experiments()]
+    for earlier in client.search_runs(experiments, f"tags.relogged_from_run = '{run['run_id']}'"):
+        return earlier.info.run_id, f"runs:/{earlier.info.run_id}/model"  # logged again before
+    log.warning(
+        "Run %s is not in this tracking store: logging %s again", run["run_id"], params.onnx_path
+    )
+    with mlflow.start_run(run_name="relogged-" + run["run_id"][:8]) as relogged:
+        mlflow.set_tag("relogged_from_run", run["run_id"])
+        mlflow.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
+        example = np.zeros((1, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
+        model_uri = log_onnx_model(params.onnx_path, example)
+    return relogged.info.run_id, model_uri
+
+
 def register(params: RegisterParams, settings: MlflowSettings) -> Decision:
     run = read_json(params.run_info)
     metrics = read_json(params.metrics)
     configure_mlflow(settings)
     client = MlflowClient()
-    version = _registered_version(client, settings.model_name, run["run_id"], run["model_uri"])
+    run_id, model_uri = _run_in_this_store(client, run, metrics, params)
+    version = _registered_version(client, settings.model_name, run_id, model_uri)
     client.set_model_version_tag(
         settings.model_name, version.version, "test_accuracy", f"{metrics['test_accuracy']:.4f}"
     )
     incumbent = version_with_alias(client, settings.model_name, settings.model_alias)
-    incumbent_accuracy = None
-    if incumbent is not None and str(incumbent.version) != str(version.version):
-        incumbent_accuracy = client.get_run(incumbent.run_id).data.metrics.get("test_accuracy")
-    decision = decide(
-        metrics["test_accuracy"], metrics["seed_accuracy"], incumbent_accuracy, params
-    )
+    if incumbent is not None and str(incumbent.version) == str(version.version):
+        decision = Decision(True, f"version {version.version} already holds the alias")
+    else:
+        incumbent_accuracy = None
+        if incumbent is not None:
+            incumbent_run = client.get_run(incumbent.run_id)
+            incumbent_accuracy = incumbent_run.data.metrics.get("test_accuracy")
+        decision = decide(
+            metrics["test_accuracy"], metrics["seed_accuracy"], incumbent_accuracy, params
+        )
     if decision.promote:
         promote(client, settings, version.version)
     verdict = "promoted" if decision.promote else "not promoted"
@@ -90,7 +123,7 @@ def register(params: RegisterParams, settings: MlflowSettings) -> Decision:
     client.set_model_version_tag(
         settings.model_name, version.version, "gate_reason", decision.reason
     )
-    with mlflow.start_run(run_id=run["run_id"]):
+    with mlflow.start_run(run_id=run_id):
         mlflow.set_tags({"registry.decision": verdict, "registry.reason": decision.reason})
         mlflow.set_tag("registry.version", version.version)
     write_json(

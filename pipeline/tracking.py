@@ -1,4 +1,5 @@
-"""MLflow set-up: the tracking server from the environment, or the embedded local default."""
+"""MLflow set-up (the tracking server from the environment, or the embedded local default) and
+the logging of the servable ONNX model."""
 
 from __future__ import annotations
 
@@ -7,9 +8,14 @@ import subprocess
 from pathlib import Path
 
 import mlflow
+import numpy as np
+import onnx
+from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
+from mnist_core.classifier import LOGITS, PROBABILITIES, DigitClassifier
 from mnist_core.settings import MlflowSettings
+from pipeline.io import sha256_of
 
 
 def _is_local_store(tracking_uri: str) -> bool:
@@ -55,3 +61,25 @@ def git_commit() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return f"{commit}-dirty" if dirty else commit
+
+
+def log_onnx_model(onnx_path: Path, example: np.ndarray) -> str:
+    """Log an exported ONNX file as the active run's model (MLflow's `onnx` flavor, with a
+    signature and an input example); return its model URI.
+
+    The registry never holds a pickle: any version loads with ONNX Runtime alone, whatever code
+    trained it. `example` is a few uint8 MNIST-style images (N, 28, 28).
+    """
+    inputs = example[:, np.newaxis].astype(np.float32)  # (N, 1, 28, 28) grey levels 0-255
+    scores = DigitClassifier(onnx_path).scores(example)
+    info = mlflow.onnx.log_model(
+        onnx.load(str(onnx_path)),
+        name="model",
+        signature=infer_signature(
+            inputs, {LOGITS: scores.logits, PROBABILITIES: scores.probabilities}
+        ),
+        input_example=inputs,
+        save_as_external_data=False,
+    )
+    mlflow.set_tag("onnx_sha256", sha256_of(onnx_path))
+    return info.model_uri

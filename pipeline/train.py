@@ -15,17 +15,15 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import torch
-from mlflow.models import infer_signature
 
-from mnist_core.classifier import LOGITS, PROBABILITIES, DigitClassifier
 from mnist_core.settings import MlflowSettings
 from pipeline.cli import parse_stage_args
 from pipeline.data import data_version, load_split
 from pipeline.export import export_onnx
-from pipeline.io import sha256_of, write_json
+from pipeline.io import write_json
 from pipeline.model import DigitCNN, pick_device, save_checkpoint
 from pipeline.params import TrainParams
-from pipeline.tracking import configure_mlflow, git_commit
+from pipeline.tracking import configure_mlflow, git_commit, log_onnx_model
 from pipeline.training import EpochResult, FitResult, fit, use_bf16
 
 log = logging.getLogger(__name__)
@@ -60,27 +58,12 @@ def write_history(path: Path, history: list[EpochResult]) -> None:
 
 
 def log_servable_model(network: DigitCNN, params: TrainParams, example: np.ndarray) -> str:
-    """Export the network to ONNX and log that as the run's model (MLflow's `onnx` flavor, with a
-    signature and an input example); the PyTorch weights go beside it as a plain artifact.
-
-    Returns the model URI. The registry never holds a pickle: any version loads with ONNX Runtime
-    alone, whatever code trained it.
-    """
-    onnx_model = export_onnx(network, params.onnx_path)
-    inputs = example[:, np.newaxis].astype(np.float32)  # (N, 1, 28, 28) grey levels 0-255
-    scores = DigitClassifier(params.onnx_path).scores(example)
-    info = mlflow.onnx.log_model(
-        onnx_model,
-        name="model",
-        signature=infer_signature(
-            inputs, {LOGITS: scores.logits, PROBABILITIES: scores.probabilities}
-        ),
-        input_example=inputs,
-        save_as_external_data=False,
-    )
+    """Export the network to ONNX and log that as the run's model; the PyTorch weights go beside
+    it as a plain artifact. Returns the model URI."""
+    export_onnx(network, params.onnx_path)
+    model_uri = log_onnx_model(params.onnx_path, example)
     mlflow.log_artifact(str(params.model_path), artifact_path="pytorch")
-    mlflow.set_tag("onnx_sha256", sha256_of(params.onnx_path))
-    return info.model_uri
+    return model_uri
 
 
 def train(params: TrainParams, settings: MlflowSettings) -> FitResult:

@@ -14,9 +14,11 @@ from mlflow.tracking import MlflowClient
 
 from mnist_core.classifier import DigitClassifier
 from mnist_core.settings import MlflowSettings
+from pipeline import register
 from pipeline.io import sha256_of
 from pipeline.registry import main as registry_cli
 from pipeline.registry import promote, rollback
+from serving.model_store import read_onnx_model
 from tests.conftest import run_pipeline
 
 
@@ -142,3 +144,27 @@ def test_registry_cli(pipeline_run: Path, capsys: pytest.CaptureFixture[str]) ->
 
     registry_cli(["promote", "1"])
     assert "version 1 now holds 'production'" in capsys.readouterr().out
+
+
+def test_register_rebuilds_a_lost_registry_from_the_dvc_outputs(
+    pipeline_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new, empty tracking store (a deleted mlflow.db, a new server): the register stage logs
+    the DVC-tracked ONNX model again and ends with a servable production version, once."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{pipeline_run / 'new-store.db'}")
+    argv = ["--params", str(pipeline_run / "params.yaml")]
+    register.main(argv)
+    settings = MlflowSettings()
+    client = MlflowClient(settings.tracking_uri)
+    production = client.get_model_version_by_alias(settings.model_name, settings.model_alias)
+    trained_run = json.loads((pipeline_run / "models/run.json").read_text())["run_id"]
+    assert client.get_run(production.run_id).data.tags["relogged_from_run"] == trained_run
+    uri = f"models:/{settings.model_name}/{production.version}"
+    assert (
+        read_onnx_model(uri, settings.tracking_uri)
+        == (pipeline_run / "models/model.onnx").read_bytes()
+    )
+    register.main(argv)  # a second `dvc repro`: nothing is logged or registered again
+    assert len(client.search_model_versions(f"name = '{settings.model_name}'")) == 1
+    experiment = client.get_run(production.run_id).info.experiment_id
+    assert len(client.search_runs([experiment])) == 1

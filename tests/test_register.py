@@ -9,6 +9,7 @@ from pipeline.register import decide
 
 GATE = RegisterParams(
     run_info="r.json",
+    onnx_path="model.onnx",
     metrics="m.json",
     decision="d.json",
     min_test_accuracy=0.99,
