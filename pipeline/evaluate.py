@@ -23,7 +23,7 @@ from mnist_core.settings import MlflowSettings
 from pipeline import figures
 from pipeline.cli import parse_stage_args
 from pipeline.data import load_split
-from pipeline.io import read_json, write_json
+from pipeline.io import atomic_file, read_json, write_json
 from pipeline.params import EvaluateParams
 from pipeline.tracking import configure_mlflow
 
@@ -109,7 +109,7 @@ def evaluate(params: EvaluateParams, settings: MlflowSettings) -> dict[str, obje
     )
 
     params.figures_dir.mkdir(parents=True, exist_ok=True)
-    with params.predictions.open("w", newline="") as stream:
+    with atomic_file(params.predictions) as tmp, tmp.open("w", newline="") as stream:
         writer = csv.writer(stream)
         writer.writerow(["actual", "predicted"])
         writer.writerows(zip(labels_np.tolist(), predictions_np.tolist(), strict=True))
@@ -121,7 +121,8 @@ def evaluate(params: EvaluateParams, settings: MlflowSettings) -> dict[str, obje
         ),
     }
     for name, figure in figure_set.items():
-        figure.savefig(params.figures_dir / name, dpi=100)
+        with atomic_file(params.figures_dir / name) as tmp:
+            figure.savefig(tmp, dpi=100, format="png")
     write_json(params.metrics, metrics)
 
     run_id = read_json(params.run_info)["run_id"]

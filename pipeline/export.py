@@ -10,6 +10,7 @@ from torch import nn
 
 from mnist_core.classifier import LOGITS, PIXELS, PROBABILITIES
 from mnist_core.imaging import IMAGE_SIZE, MNIST_MEAN, MNIST_STD
+from pipeline.io import atomic_file
 
 OPSET = 18
 
@@ -30,7 +31,6 @@ def export_onnx(network: nn.Module, path: Path) -> onnx.ModelProto:
     """Write `network` (on the CPU, in eval mode) to `path` as ONNX with a free batch dimension."""
     servable = ServableDigitModel(network.cpu().eval()).eval()
     example = torch.zeros(2, 1, IMAGE_SIZE, IMAGE_SIZE)
-    path.parent.mkdir(parents=True, exist_ok=True)
     program = torch.onnx.export(
         servable,
         (example,),
@@ -43,5 +43,6 @@ def export_onnx(network: nn.Module, path: Path) -> onnx.ModelProto:
     )
     model = program.model_proto
     onnx.checker.check_model(model)
-    onnx.save_model(model, path)
+    with atomic_file(path) as tmp:
+        onnx.save_model(model, tmp)
     return model

@@ -11,6 +11,7 @@ from torch import nn
 
 from mnist_core.imaging import IMAGE_SIZE, NUM_CLASSES
 from pipeline.imaging import to_model_input
+from pipeline.io import atomic_file
 
 
 def _conv_block(in_channels: int, out_channels: int, convs: int) -> nn.Sequential:
@@ -105,8 +106,8 @@ def predict_proba(model: nn.Module, pixels: torch.Tensor, batch_size: int = 1000
 
 def save_checkpoint(model: DigitCNN, path: Path) -> None:
     """Save the weights with the architecture they belong to."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"architecture": model.architecture, "state_dict": model.state_dict()}, path)
+    with atomic_file(path) as tmp:
+        torch.save({"architecture": model.architecture, "state_dict": model.state_dict()}, tmp)
 
 
 def load_checkpoint(path: Path, device: torch.device | None = None) -> DigitCNN:

@@ -43,6 +43,7 @@ class TrainParams(_Section):
     data_dir: Path
     model_path: Path  # the PyTorch weights (state dict), for fine-tuning
     onnx_path: Path  # the self-contained ONNX model that is registered, evaluated and served
+    checkpoint_path: Path  # the training state after each epoch (not a DVC output)
     run_info: Path
     metrics: Path
     history: Path
@@ -61,6 +62,8 @@ class TrainParams(_Section):
     # `auto`: bfloat16 autocast where the hardware does it natively (it doubles CPU throughput
     # on AVX-512-BF16 machines), float32 elsewhere.
     precision: Literal["auto", "bf16", "fp32"] = "auto"
+    # Continue an interrupted run of the same configuration from its last epoch.
+    resume: bool = True
     augment: AugmentParams
 
 

@@ -15,12 +15,15 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import torch
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
 
 from mnist_core.settings import MlflowSettings
+from pipeline.checkpoint import Checkpoint, fingerprint
 from pipeline.cli import parse_stage_args
 from pipeline.data import data_version, load_split
 from pipeline.export import export_onnx
-from pipeline.io import write_json
+from pipeline.io import atomic_file, write_json
 from pipeline.model import DigitCNN, pick_device, save_checkpoint
 from pipeline.params import TrainParams
 from pipeline.tracking import configure_mlflow, git_commit, log_onnx_model
@@ -50,8 +53,7 @@ def flat_params(params: TrainParams) -> dict[str, object]:
 
 
 def write_history(path: Path, history: list[EpochResult]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as stream:
+    with atomic_file(path) as tmp, tmp.open("w", newline="") as stream:
         writer = csv.DictWriter(stream, fieldnames=HISTORY_FIELDS)
         writer.writeheader()
         writer.writerows(dataclasses.asdict(result) for result in history)
@@ -64,6 +66,19 @@ def log_servable_model(network: DigitCNN, params: TrainParams, example: np.ndarr
     model_uri = log_onnx_model(params.onnx_path, example)
     mlflow.log_artifact(str(params.model_path), artifact_path="pytorch")
     return model_uri
+
+
+def resumable_run(checkpoint: Checkpoint) -> str | None:
+    """The MLflow run a saved checkpoint was logging to, if it is still in the tracking store."""
+    saved = checkpoint.load()
+    run_id = saved["extra"].get("run_id") if saved else None
+    if run_id is None:
+        return None
+    try:
+        MlflowClient().get_run(run_id)
+    except MlflowException:
+        return None
+    return run_id
 
 
 def train(params: TrainParams, settings: MlflowSettings) -> FitResult:
@@ -91,7 +106,19 @@ def train(params: TrainParams, settings: MlflowSettings) -> FitResult:
             }
         mlflow.log_metrics(metrics, step=result.epoch)
 
-    with mlflow.start_run(run_name=run_name(params)) as run:
+    checkpoint = Checkpoint(
+        params.checkpoint_path,
+        fingerprint(
+            params.model_dump(mode="json", exclude=PATH_FIELDS | {"resume"}),
+            data_version(params.data_dir),
+        ),
+    )
+    if not params.resume:
+        checkpoint.clear()
+    resumed_run_id = resumable_run(checkpoint)
+    name = None if resumed_run_id else run_name(params)
+    with mlflow.start_run(run_id=resumed_run_id, run_name=name) as run:
+        checkpoint = dataclasses.replace(checkpoint, extra={"run_id": run.info.run_id})
         mlflow.set_tags(
             {
                 "git_commit": git_commit(),
@@ -103,7 +130,9 @@ def train(params: TrainParams, settings: MlflowSettings) -> FitResult:
         )
         mlflow.log_params(flat_params(params))
         mlflow.log_params({"train_size": len(train_split[1]), "val_size": len(val_split[1])})
-        result = fit(params, train_split, val_split, device, on_epoch=log_epoch)
+        result = fit(
+            params, train_split, val_split, device, on_epoch=log_epoch, checkpoint=checkpoint
+        )
         seconds = time.perf_counter() - started
         summary = {
             "best_epoch": result.best.epoch,

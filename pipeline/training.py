@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 import time
@@ -16,6 +17,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from pipeline.augment import random_affine
+from pipeline.checkpoint import Checkpoint
 from pipeline.imaging import normalize, to_unit
 from pipeline.model import DigitCNN, native_bf16, predict_logits
 from pipeline.params import TrainParams
@@ -115,6 +117,7 @@ def fit(
     val: tuple[torch.Tensor, torch.Tensor],
     device: torch.device,
     on_epoch: Callable[[EpochResult], None] = lambda result: None,
+    checkpoint: Checkpoint | None = None,
 ) -> FitResult:
     """Train for `params.epochs` and return the weights of the best epoch by validation accuracy.
 
@@ -122,6 +125,10 @@ def fit(
     included) is validated beside them each epoch, and the one with the lower validation loss is
     kept: the average on full runs, the raw weights on runs too short for the average to forget
     its random start.
+
+    With a `checkpoint`, the whole state is saved after every epoch and a run of the same
+    configuration resumes after the last saved epoch (with the same random streams, so it ends
+    where an uninterrupted run would); the file is removed once training is complete.
     """
     torch.manual_seed(params.seed)
     generator = torch.Generator().manual_seed(params.seed)
@@ -142,7 +149,19 @@ def fit(
     history: list[EpochResult] = []
     best: EpochResult | None = None
     best_state: dict[str, torch.Tensor] = {}
-    for epoch in range(1, params.epochs + 1):
+    saved = checkpoint.load() if checkpoint else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        schedule.load_state_dict(saved["schedule"])
+        if ema is not None:
+            ema.load_state_dict(saved["ema"])
+        generator.set_state(saved["generator"])
+        torch.set_rng_state(saved["torch_rng"])
+        history = [EpochResult(**result) for result in saved["history"]]
+        best, best_state = EpochResult(**saved["best"]), saved["best_state"]
+        log.info("Resuming after epoch %d from %s", len(history), checkpoint.path)
+    for epoch in range(len(history) + 1, params.epochs + 1):
         started = time.perf_counter()
         description = f"epoch {epoch}/{params.epochs}"
         epoch_loss = _train_epoch(
@@ -174,6 +193,22 @@ def fit(
         if best is None or result.score > best.score:
             source = ema.module if kept == "ema" and ema else model
             best, best_state = result, copy.deepcopy(source.state_dict())
+        if checkpoint is not None:
+            checkpoint.save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "schedule": schedule.state_dict(),
+                    "ema": ema.state_dict() if ema is not None else None,
+                    "generator": generator.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "history": [dataclasses.asdict(r) for r in history],
+                    "best": dataclasses.asdict(best),
+                    "best_state": best_state,
+                }
+            )
     assert best is not None  # epochs > 0 is validated by the params model
+    if checkpoint is not None:
+        checkpoint.clear()
     model.load_state_dict(best_state)
     return FitResult(model=model.eval(), history=history, best=best)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -22,9 +23,12 @@ pytestmark = pytest.mark.slow
     reason="wrk is not installed (apt-get install wrk); .ci/run installs it",
 )
 def test_soak_while_the_alias_moves(registry_copy: dict[str, str], tmp_path: Path) -> None:
-    registry = MlflowClient(registry_copy["MLFLOW_TRACKING_URI"])
-    first = registry.get_model_version_by_alias("mnist-cnn", "production")
-    registry.create_model_version("mnist-cnn", first.source, first.run_id)  # a second version
+    uri = registry_copy["MLFLOW_TRACKING_URI"]
+    first = MlflowClient(uri).get_model_version_by_alias("mnist-cnn", "production")
+    model_dir = mlflow.artifacts.download_artifacts(
+        f"models:/mnist-cnn/{first.version}", dst_path=str(tmp_path / "model"), tracking_uri=uri
+    )
+    MlflowClient(uri).create_model_version("mnist-cnn", Path(model_dir).as_uri())  # a second
     out = tmp_path / "soak.json"
     command = [sys.executable, "-m", "bench.soak", "--requests", "1500", "--connections", "32"]
     result = subprocess.run(
