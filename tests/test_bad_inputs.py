@@ -165,3 +165,19 @@ def test_a_full_pending_budget_answers_503_with_retry_after(
         assert "busy" in response.json()["detail"]
         preprocessor.pending = 0
         assert small_budget.post("/predict", files={"file": ("7.png", SEVEN)}).status_code == 200
+
+
+def test_cross_origin_calls_are_closed_unless_configured(trained_registry: dict[str, str]) -> None:
+    preflight = {"Origin": "https://elsewhere.example", "Access-Control-Request-Method": "POST"}
+    with TestClient(create_app(ServingSettings(**trained_registry))) as closed:
+        response = closed.options("/predict", headers=preflight)
+        assert "access-control-allow-origin" not in response.headers
+    settings = ServingSettings(**trained_registry, MNIST_CORS_ORIGINS="https://elsewhere.example")
+    with TestClient(create_app(settings)) as open_to_one:
+        response = open_to_one.options("/predict", headers=preflight)
+        assert response.headers["access-control-allow-origin"] == "https://elsewhere.example"
+        other = {**preflight, "Origin": "https://attacker.example"}
+        assert (
+            "access-control-allow-origin"
+            not in open_to_one.options("/predict", headers=other).headers
+        )

@@ -161,3 +161,18 @@ def test_editing_an_imported_module_makes_its_stages_stale(project) -> None:
     finally:
         shared.write_text(original)
     assert json.loads(run(["dvc", "status", "--json"], root, env)) == ALWAYS_CHANGED
+
+
+def test_a_corrupted_raw_file_is_detected_and_fetched_again(project) -> None:
+    root, env = project
+    run(["dvc", "repro"], root, env)
+    raw = root / "data" / "raw" / "t10k-labels-idx1-ubyte"
+    good = raw.read_bytes()
+    raw.unlink()  # a new file: never write through a link into DVC's cache
+    raw.write_bytes(b"\0" * len(good))
+    stale = json.loads(run(["dvc", "status", "--json"], root, env))
+    assert "download" in stale, stale
+    output = run(["dvc", "repro"], root, env)
+    # Restored from DVC's run cache, or fetched and verified again when the cache lacks it.
+    assert "Stage 'download' is cached" in output or "Running stage 'download'" in output
+    assert raw.read_bytes() == good
