@@ -50,19 +50,25 @@ class Server:
         return [round(p.memory_info().rss / 2**20, 1) for p in serving]
 
 
-def wait_until_ready(url: str, process: subprocess.Popen[bytes], timeout: float) -> None:
+def wait_until_ready(
+    url: str, process: subprocess.Popen, timeout: float, log: Path | None = None
+) -> None:
+    """Poll `url` until it answers 2xx; fail with the server's output (its `log` file, or its
+    piped stderr) if the process dies or `timeout` seconds pass first."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server at {url} exited with {process.returncode}")
-        with (
-            contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError),
-            urllib.request.urlopen(url, timeout=1) as response,
-        ):
-            if response.status == 200:
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
                 return
-        time.sleep(0.02)
-    raise TimeoutError(f"{url} was not ready within {timeout:.0f} s")
+        except OSError:  # refused, reset, timed out, or an HTTP error status
+            if process.poll() is not None or time.monotonic() > deadline:
+                if log is not None:
+                    output = log.read_text()
+                else:
+                    output = process.stderr.read().decode() if process.stderr else ""
+                message = f"{url} did not answer within {timeout:.0f} s:\n{output[-3000:]}"
+                raise RuntimeError(message) from None
+            time.sleep(0.05)
 
 
 @contextlib.contextmanager

@@ -27,7 +27,7 @@ class ServableDigitModel(nn.Module):
         return logits, logits.softmax(dim=1)
 
 
-def export_onnx(network: nn.Module, path: Path) -> onnx.ModelProto:
+def export_onnx(network: nn.Module, path: Path) -> None:
     """Write `network` (on the CPU, in eval mode) to `path` as ONNX with a free batch dimension."""
     servable = ServableDigitModel(network.cpu().eval()).eval()
     example = torch.zeros(2, 1, IMAGE_SIZE, IMAGE_SIZE)
@@ -45,4 +45,3 @@ def export_onnx(network: nn.Module, path: Path) -> onnx.ModelProto:
     onnx.checker.check_model(model)
     with atomic_file(path) as tmp:
         onnx.save_model(model, tmp)
-    return model

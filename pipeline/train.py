@@ -106,13 +106,9 @@ def train(params: TrainParams, settings: MlflowSettings) -> FitResult:
             }
         mlflow.log_metrics(metrics, step=result.epoch)
 
-    checkpoint = Checkpoint(
-        params.checkpoint_path,
-        fingerprint(
-            params.model_dump(mode="json", exclude=PATH_FIELDS | {"resume"}),
-            data_version(params.data_dir),
-        ),
-    )
+    data = data_version(params.data_dir)
+    hyperparameters = params.model_dump(mode="json", exclude=PATH_FIELDS | {"resume"})
+    checkpoint = Checkpoint(params.checkpoint_path, fingerprint(hyperparameters, data))
     if not params.resume:
         checkpoint.clear()
     resumed_run_id = resumable_run(checkpoint)
@@ -122,7 +118,7 @@ def train(params: TrainParams, settings: MlflowSettings) -> FitResult:
         mlflow.set_tags(
             {
                 "git_commit": git_commit(),
-                "data_version": data_version(params.data_dir),
+                "data_version": data,
                 "device": str(device),
                 "precision": "bf16" if use_bf16(params, device) else "fp32",
                 "torch_version": torch.__version__,

@@ -128,7 +128,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     # spool this size keeps every upload in memory: nothing a client sends touches the disk.
     MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, batch_limit)
 
-    if origins := [origin.strip() for origin in settings.cors_origins.split(",") if origin]:
+    if origins := settings.cors_origins.replace(",", " ").split():
         app.add_middleware(
             CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"], max_age=600
         )

@@ -42,8 +42,13 @@ def read_onnx_model(model_uri: str, tracking_uri: str) -> bytes:
     """The ONNX file of a logged or registered model (its `onnx` flavor), read into memory."""
     with tempfile.TemporaryDirectory(prefix="mnist-model-") as directory:
         local = Path(
+            # The registry is the tracking store: name it, or MLflow resolves `models:/` against
+            # whatever URI the process last set globally.
             mlflow.artifacts.download_artifacts(
-                artifact_uri=model_uri, dst_path=directory, tracking_uri=tracking_uri
+                artifact_uri=model_uri,
+                dst_path=directory,
+                tracking_uri=tracking_uri,
+                registry_uri=tracking_uri,
             )
         )
         # The MLmodel file read as YAML: `mlflow.models` would import pandas, which the API's

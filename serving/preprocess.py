@@ -67,9 +67,9 @@ class Preprocessor:
         outcomes: list[np.ndarray | UploadError] = []
         for image in images:
             try:
-                if isinstance(image, UploadError):
-                    raise image
-                outcomes.append(self._load_to_mnist(image))
+                outcomes.append(
+                    image if isinstance(image, UploadError) else self._load_to_mnist(image)
+                )
             except UploadError as error:
                 outcomes.append(error)
         return outcomes

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,41 +13,13 @@ import pytest
 import uvicorn
 import yaml
 
+from bench.loadgen import free_port
 from pipeline import download, evaluate, preprocess, register, train
 from tests.synthetic import write_mnist_dir
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SEED_IMAGES = PROJECT_ROOT / "tests" / "data"
 STAGES = (download, preprocess, train, evaluate, register)
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_for_url(
-    url: str, server: subprocess.Popen, timeout: float, log: Path | None = None
-) -> None:
-    """Poll `url` until it answers 200; fail with the server's output if it dies or is late."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                output = (
-                    log.read_text()
-                    if log
-                    else (server.stderr.read().decode() if server.stderr else "")
-                )
-                raise RuntimeError(
-                    f"{url} did not answer within {timeout:.0f} s:\n{output[-3000:]}"
-                ) from None
-            time.sleep(0.2)
 
 
 def run_pipeline(params_file: Path, *overrides: str) -> None:

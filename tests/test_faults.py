@@ -14,10 +14,11 @@ import pytest
 from fastapi.testclient import TestClient
 from mlflow.tracking import MlflowClient
 
+from bench.loadgen import free_port, wait_until_ready
 from pipeline.registry import promote
 from serving.app import create_app
 from serving.settings import ServingSettings
-from tests.conftest import SEED_IMAGES, free_port, wait_for_url
+from tests.conftest import SEED_IMAGES
 
 SEVEN = (SEED_IMAGES / "num_7.png").read_bytes()
 
@@ -110,7 +111,7 @@ def test_registry_down_at_start_then_up_without_restart(
         with log.open("w") as stream:
             server = subprocess.Popen(command, stdout=stream, stderr=subprocess.STDOUT)
         try:
-            wait_for_url(f"{url}/health", server, timeout=90, log=log)
+            wait_until_ready(f"{url}/health", server, timeout=90, log=log)
             assert eventually(lambda: client.get("/ready").status_code == 200, seconds=30)
             response = client.post("/predict", files={"file": ("7.png", SEVEN)})
             assert response.status_code == 200

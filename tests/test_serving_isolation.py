@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PROJECT_ROOT, SEED_IMAGES, free_port, wait_for_url
+from bench.loadgen import free_port, wait_until_ready
+from tests.conftest import PROJECT_ROOT, SEED_IMAGES
 
 # (scipy is left out: MLflow imports it whenever it is installed, as it is in the dev set-up; the
 # fresh `.[serve]` environment below has none of these at all.)
@@ -70,7 +71,7 @@ def test_serve_extra_installs_and_serves_without_torch(
         stderr=subprocess.PIPE,
     )
     try:
-        wait_for_url(f"http://127.0.0.1:{port}/ready", server, timeout=60)
+        wait_until_ready(f"http://127.0.0.1:{port}/ready", server, timeout=60)
         boundary = "b0undary"
         body = (
             (

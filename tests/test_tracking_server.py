@@ -12,9 +12,10 @@ import yaml
 from fastapi.testclient import TestClient
 from mlflow.tracking import MlflowClient
 
+from bench.loadgen import free_port, wait_until_ready
 from serving.app import create_app
 from serving.settings import ServingSettings
-from tests.conftest import SEED_IMAGES, free_port, run_pipeline, tiny_params, wait_for_url
+from tests.conftest import SEED_IMAGES, run_pipeline, tiny_params
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +33,7 @@ def tracking_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for_url(f"{url}/health", server, timeout=90, log=root / "server.log")
+        wait_until_ready(f"{url}/health", server, timeout=90, log=root / "server.log")
         yield url
     finally:
         server.terminate()
