@@ -7,6 +7,7 @@ serve`, this API, another language — needs nothing of this project to use it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,33 @@ from mnist_core.imaging import IMAGE_SIZE
 PIXELS = "pixels"  # float32 (N, 1, 28, 28), grey levels 0-255
 LOGITS = "logits"  # float32 (N, 10)
 PROBABILITIES = "probabilities"  # float32 (N, 10), softmax of the logits
+
+
+# The `uncertain` threshold of models exported before it travelled with the model.
+DEFAULT_UNCERTAIN_BELOW = 0.7
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """What the training run chose on validation data and wrote into the ONNX file's
+    properties, so that it travels with the model wherever the file goes."""
+
+    temperature: float = 1.0  # the logits in the graph are already divided by it
+    uncertain_below: float = DEFAULT_UNCERTAIN_BELOW  # top-class probability flagged uncertain
+
+    def as_properties(self) -> dict[str, str]:
+        return {field.name: repr(getattr(self, field.name)) for field in dataclasses.fields(self)}
+
+    @classmethod
+    def from_properties(cls, properties: dict[str, str]) -> ModelMetadata:
+        """Read back `as_properties`; absent or unreadable entries keep their defaults."""
+        values = {}
+        for field in dataclasses.fields(cls):
+            try:
+                values[field.name] = float(properties[field.name])
+            except (KeyError, ValueError):
+                continue
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -50,6 +78,9 @@ class DigitClassifier:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         source = str(model) if isinstance(model, Path) else model
         self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        self.metadata = ModelMetadata.from_properties(
+            self.session.get_modelmeta().custom_metadata_map
+        )
 
     def scores(self, pixels: np.ndarray) -> Scores:
         """Logits and probabilities for uint8 MNIST-style images (N, 28, 28) in one call."""

@@ -1,4 +1,8 @@
-"""On-the-fly random affine augmentation, one transform per image, applied to a whole batch."""
+"""On-the-fly augmentation of whole batches, a different random draw for every image.
+
+Random affine warps and elastic distortion are folded into one sampling grid (one `grid_sample`
+call); stroke-width variation thickens or thins each digit by a random fraction of a pixel.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,15 @@ import torch.nn.functional as F
 
 from pipeline.params import AugmentParams
 
+# Elastic distortion: random displacements drawn on a coarse grid and smoothly upsampled, so the
+# warp bends strokes (as handwriting varies) instead of adding pixel noise.
+ELASTIC_GRID = 4
 
-def _uniform(n: int, low: float, high: float, generator: torch.Generator | None) -> torch.Tensor:
-    return torch.rand(n, generator=generator) * (high - low) + low
+
+def _uniform(
+    shape: int | tuple[int, ...], low: float, high: float, generator: torch.Generator | None
+) -> torch.Tensor:
+    return torch.rand(shape, generator=generator) * (high - low) + low
 
 
 def random_affine_matrices(
@@ -28,21 +38,45 @@ def random_affine_matrices(
     return torch.cat([a, shift.view(n, 2, 1)], dim=2)
 
 
-def random_affine(
+def elastic_offsets(
+    n: int, size: int, pixels: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Smooth random displacement fields (N, size, size, 2) in `affine_grid` units, each point
+    moved by up to about `pixels` pixels."""
+    coarse = _uniform((n, 2, ELASTIC_GRID, ELASTIC_GRID), -1.0, 1.0, generator)
+    field = F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=True)
+    return field.permute(0, 2, 3, 1) * (2 * pixels / size)
+
+
+def vary_stroke_width(
+    images: torch.Tensor, amount: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Thicken or thin each digit by a random fraction (up to `amount`) of a 3×3 dilation or
+    erosion: MNIST's pen is one width, people's pens and fonts are not."""
+    if amount == 0:
+        return images
+    strength = _uniform(images.shape[0], -amount, amount, generator).view(-1, 1, 1, 1)
+    dilated = F.max_pool2d(images, 3, stride=1, padding=1)
+    eroded = -F.max_pool2d(-images, 3, stride=1, padding=1)
+    target = torch.where(strength > 0, dilated, eroded)
+    return images + strength.abs() * (target - images)
+
+
+def augment(
     images: torch.Tensor, params: AugmentParams, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """Warp each image of a (N, C, H, W) batch in [0, 1] by its own random affine transform.
+    """Augment a (N, 1, H, W) batch in [0, 1]: stroke width, then one warp (affine + elastic)
+    per image. Uncovered pixels become 0 (background).
 
-    torchvision's `RandomAffine` draws one transform per call, which a batch would share; here
-    every image gets its own, in one `grid_sample` call. Uncovered pixels become 0 (background).
+    torchvision's transforms draw one transform per call, which a batch would share; here every
+    image gets its own, in one `grid_sample` call.
     """
-    if (
-        params.degrees == 0
-        and params.translate == 0
-        and params.shear == 0
-        and params.scale == (1, 1)
-    ):
+    images = vary_stroke_width(images, params.stroke_width, generator)
+    affine = params.degrees or params.translate or params.shear or params.scale != (1, 1)
+    if not affine and not params.elastic:
         return images
     theta = random_affine_matrices(images.shape[0], params, generator).to(images)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    if params.elastic:
+        grid = grid + elastic_offsets(images.shape[0], images.shape[-1], params.elastic, generator)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

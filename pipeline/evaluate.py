@@ -1,8 +1,11 @@
-"""Stage `evaluate`: score the exported ONNX model on the held-out test set and the Paint digits.
+"""Stage `evaluate`: score the exported ONNX model on the held-out test set, the Paint digits and
+two generated sets that are not MNIST (`pipeline.pictures`): real-looking digits (fonts, mouse
+drawings) and non-digits, which should come out `uncertain`.
 
-The model is run by `mnist_core.classifier`, the API's own inference code, so what is evaluated
-is what is served. Everything goes to DVC metrics/plots files and to the MLflow run that trained
-the model.
+The model is run by `mnist_core.classifier`, the API's own inference code, and its calibration
+and `uncertain` threshold are the ones in the file, so what is evaluated is what is served. The
+test set is scored here once; nothing is chosen on it. Everything goes to DVC metrics/plots files
+and to the MLflow run that trained the model.
 """
 
 from __future__ import annotations
@@ -20,15 +23,16 @@ from sklearn.metrics import precision_recall_fscore_support
 from mnist_core.classifier import DigitClassifier
 from mnist_core.imaging import IMAGE_SIZE, NUM_CLASSES, to_mnist
 from mnist_core.settings import MlflowSettings
-from pipeline import figures
+from pipeline import calibration, figures, pictures
 from pipeline.cli import parse_stage_args
-from pipeline.data import load_split
+from pipeline.data import data_version, load_split, split_path
 from pipeline.io import atomic_file, read_json, write_json
 from pipeline.params import EvaluateParams
-from pipeline.tracking import configure_mlflow
+from pipeline.tracking import configure_mlflow, log_dataset
 
 log = logging.getLogger(__name__)
 
+ECE_KEYS = {"uncalibrated": "test_ece_uncalibrated", "calibrated": "test_ece"}
 SEED_IMAGE_PATTERN = re.compile(r"num_(\d)\.png$")
 
 
@@ -45,13 +49,6 @@ def load_seed_images(directory: Path) -> tuple[list[str], np.ndarray, np.ndarray
     return names, np.stack(images) if images else empty, np.array(labels)
 
 
-def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
-    """Mean cross-entropy of logits (N, 10) against integer labels, computed stably."""
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_probabilities = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    return float(-log_probabilities[np.arange(len(labels)), labels].mean())
-
-
 def per_class_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict[str, dict[str, float]]:
     precision, recall, f1, support = precision_recall_fscore_support(
         labels, predictions, labels=range(NUM_CLASSES), zero_division=0
@@ -64,6 +61,38 @@ def per_class_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict[str, 
             "support": int(support[digit]),
         }
         for digit in range(NUM_CLASSES)
+    }
+
+
+def share(flags: np.ndarray | list[bool]) -> float:
+    return float(np.mean(flags)) if len(flags) else 0.0
+
+
+def by_kind(kinds: list[str], values: np.ndarray) -> dict[str, float]:
+    return {kind: share(values[np.array(kinds) == kind]) for kind in dict.fromkeys(kinds)}
+
+
+def generated_sets(classifier: DigitClassifier, seed: int) -> dict[str, object]:
+    """Accuracy on real-looking digits, and how many non-digits get flagged (as `uncertain`,
+    or rejected as empty), with the threshold the model carries."""
+    threshold = classifier.metadata.uncertain_below
+    real = pictures.preprocess(pictures.real_pictures(seed))
+    real_probabilities = classifier.predict_proba(real.images)
+    correct = real_probabilities.argmax(axis=1) == real.labels
+    correct = np.concatenate([correct, np.zeros(len(real.rejected), bool)])
+    real_kinds = real.kinds + real.rejected
+    others = pictures.preprocess(pictures.non_digits(seed))
+    flagged = classifier.predict_proba(others.images).max(axis=1) < threshold
+    flagged = np.concatenate([flagged, np.ones(len(others.rejected), bool)])
+    other_kinds = others.kinds + others.rejected
+    return {
+        "real_pictures_accuracy": share(correct),
+        "real_pictures_flagged": share(real_probabilities.max(axis=1) < threshold),
+        "real_pictures_count": len(correct),
+        "real_pictures_by_style": by_kind(real_kinds, correct),
+        "non_digits_flagged": share(flagged),
+        "non_digits_count": len(flagged),
+        "non_digits_flagged_by_kind": by_kind(other_kinds, flagged),
     }
 
 
@@ -86,6 +115,13 @@ def evaluate(params: EvaluateParams, settings: MlflowSettings) -> dict[str, obje
     probabilities = np.concatenate([score.probabilities for score in scores])
     labels_np, predictions_np = labels, probabilities.argmax(axis=1)
     confidences = probabilities.max(axis=1)
+    # The file's logits are calibrated; times the temperature they are the network's own.
+    metadata = classifier.metadata
+    uncalibrated = calibration.probabilities(logits * metadata.temperature)
+    bins = {
+        "uncalibrated": calibration.reliability(uncalibrated, labels_np),
+        "calibrated": calibration.reliability(probabilities.astype(np.float64), labels_np),
+    }
 
     seed_names, seed_images, seed_labels = load_seed_images(params.seed_images_dir)
     seed_predictions = (
@@ -93,29 +129,50 @@ def evaluate(params: EvaluateParams, settings: MlflowSettings) -> dict[str, obje
     )
     metrics: dict[str, object] = {
         "test_accuracy": float((predictions_np == labels_np).mean()),
-        "test_loss": cross_entropy(logits, labels_np),
+        "test_loss": calibration.cross_entropy(logits, labels_np),
         "test_errors": int((predictions_np != labels_np).sum()),
         "seed_accuracy": float((seed_predictions == seed_labels).mean())
         if len(seed_names)
         else 0.0,
         "seed_predictions": {n: int(p) for n, p in zip(seed_names, seed_predictions, strict=True)},
+        "temperature": metadata.temperature,
+        "uncertain_below": metadata.uncertain_below,
+        "test_ece_uncalibrated": calibration.expected_calibration_error(uncalibrated, labels_np),
+        "test_ece": calibration.expected_calibration_error(probabilities, labels_np),
+        "test_flagged": share(confidences < metadata.uncertain_below),
+        **generated_sets(classifier, params.pictures_seed),
         "per_class": per_class_metrics(labels_np, predictions_np),
     }
     log.info(
-        "test accuracy %.4f (%d errors), seed images %s",
-        metrics["test_accuracy"],
-        metrics["test_errors"],
-        metrics["seed_predictions"],
-    )
+        "test accuracy %.4f (%d errors), ECE %.4f (uncalibrated %.4f), seed images %s; "
+        "real pictures %.3f; non-digits flagged %.3f, test digits flagged %.4f",
+        metrics["test_accuracy"], metrics["test_errors"], metrics["test_ece"],
+        metrics["test_ece_uncalibrated"], metrics["seed_predictions"],
+        metrics["real_pictures_accuracy"], metrics["non_digits_flagged"], metrics["test_flagged"],
+    )  # fmt: skip
 
     params.figures_dir.mkdir(parents=True, exist_ok=True)
     with atomic_file(params.predictions) as tmp, tmp.open("w", newline="") as stream:
         writer = csv.writer(stream)
         writer.writerow(["actual", "predicted"])
         writer.writerows(zip(labels_np.tolist(), predictions_np.tolist(), strict=True))
+    for model, rows in bins.items():  # one file per curve, for `dvc plots`
+        path = params.figures_dir / f"reliability_{model}.csv"
+        with atomic_file(path) as tmp, tmp.open("w", newline="") as stream:
+            writer = csv.writer(stream)
+            writer.writerow(["confidence", "accuracy", "count", "bin_upper_edge"])
+            writer.writerows(
+                [row.confidence, row.accuracy, row.count, round(row.upper, 4)]
+                for row in rows
+                if row.count
+            )
     figure_set = {
         "confusion_matrix.png": figures.confusion_matrix(labels_np, predictions_np),
         "training_curves.png": figures.training_curves(read_history(params.history)),
+        "reliability.png": figures.reliability_diagram(
+            bins,
+            {"uncalibrated": metrics["test_ece_uncalibrated"], "calibrated": metrics["test_ece"]},
+        ),
         "misclassified.png": figures.misclassified_gallery(
             images, labels_np, predictions_np, confidences
         ),
@@ -128,6 +185,8 @@ def evaluate(params: EvaluateParams, settings: MlflowSettings) -> dict[str, obje
     run_id = read_json(params.run_info)["run_id"]
     configure_mlflow(settings)
     with mlflow.start_run(run_id=run_id):
+        path = split_path(params.data_dir, "test")
+        log_dataset(path, "test", images, labels_np, data_version(params.data_dir))
         mlflow.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
         mlflow.log_metrics(
             {

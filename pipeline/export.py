@@ -8,7 +8,7 @@ import onnx
 import torch
 from torch import nn
 
-from mnist_core.classifier import LOGITS, PIXELS, PROBABILITIES
+from mnist_core.classifier import LOGITS, PIXELS, PROBABILITIES, ModelMetadata
 from mnist_core.imaging import IMAGE_SIZE, MNIST_MEAN, MNIST_STD
 from pipeline.io import atomic_file
 
@@ -16,20 +16,24 @@ OPSET = 18
 
 
 class ServableDigitModel(nn.Module):
-    """Grey levels 0-255 in, logits and probabilities out: the normalisation is in the graph."""
+    """Grey levels 0-255 in, calibrated logits and probabilities out: the normalisation and the
+    temperature are in the graph, so every consumer of the file gets calibrated probabilities."""
 
-    def __init__(self, network: nn.Module) -> None:
+    def __init__(self, network: nn.Module, temperature: float = 1.0) -> None:
         super().__init__()
         self.network = network
+        self.temperature = temperature
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.network((pixels / 255 - MNIST_MEAN) / MNIST_STD)
+        logits = self.network((pixels / 255 - MNIST_MEAN) / MNIST_STD) / self.temperature
         return logits, logits.softmax(dim=1)
 
 
-def export_onnx(network: nn.Module, path: Path) -> None:
-    """Write `network` (on the CPU, in eval mode) to `path` as ONNX with a free batch dimension."""
-    servable = ServableDigitModel(network.cpu().eval()).eval()
+def export_onnx(network: nn.Module, path: Path, metadata: ModelMetadata | None = None) -> None:
+    """Write `network` (on the CPU, in eval mode) to `path` as ONNX with a free batch dimension,
+    its logits divided by the metadata's temperature, the metadata in the file's properties."""
+    metadata = metadata or ModelMetadata()
+    servable = ServableDigitModel(network.cpu().eval(), metadata.temperature).eval()
     example = torch.zeros(2, 1, IMAGE_SIZE, IMAGE_SIZE)
     program = torch.onnx.export(
         servable,
@@ -42,6 +46,7 @@ def export_onnx(network: nn.Module, path: Path) -> None:
         external_data=False,
     )
     model = program.model_proto
+    onnx.helper.set_model_props(model, metadata.as_properties())
     onnx.checker.check_model(model)
     with atomic_file(path) as tmp:
         onnx.save_model(model, tmp)

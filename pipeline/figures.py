@@ -11,18 +11,22 @@ from sklearn.metrics import ConfusionMatrixDisplay
 
 
 def training_curves(history: Sequence[dict[str, float]]) -> Figure:
-    """Training and validation loss by epoch, with the validation error rate beside them."""
+    """Training and validation cross-entropy by epoch, with the validation error rate beside."""
     epochs = [int(row["epoch"]) for row in history]
     figure = Figure(figsize=(10, 4), layout="constrained")
     losses, accuracy = figure.subplots(1, 2)
-    losses.plot(epochs, [row["epoch_loss"] for row in history], "o-", label="epoch_loss (train)")
-    losses.plot(epochs, [row["val_loss"] for row in history], "o-", label="val_loss")
+    # Both curves are plain cross-entropy; the training one is measured on augmented batches
+    # with dropout on, so it can sit above validation. (The smoothed objective is logged too.)
+    train_label = "training (augmented, dropout on)"
+    losses.plot(epochs, [row["train_loss"] for row in history], "o-", label=train_label)
+    losses.plot(epochs, [row["val_loss"] for row in history], "o-", label="validation")
     # Error rate on a log scale: the last epochs' tenths of a percent stay visible.
     accuracy.plot(
         epochs, [100 * (1 - row["val_accuracy"]) for row in history], "o-", label="weights"
     )
     if any(math.isfinite(row.get("ema_val_loss", math.nan)) for row in history):
-        losses.plot(epochs, [row["ema_val_loss"] for row in history], "o--", label="ema_val_loss")
+        ema_loss = [row["ema_val_loss"] for row in history]
+        losses.plot(epochs, ema_loss, "o--", label="validation, moving average")
         ema_error = [100 * (1 - row["ema_val_accuracy"]) for row in history]
         accuracy.plot(epochs, ema_error, "o--", label="moving average of weights")
     losses.set(xlabel="epoch", ylabel="cross-entropy", title="Loss")
@@ -32,6 +36,30 @@ def training_curves(history: Sequence[dict[str, float]]) -> Figure:
     for axes in (losses, accuracy):
         axes.grid(alpha=0.3)
         axes.set_xticks(epochs)
+    return figure
+
+
+def reliability_diagram(bins: dict[str, Sequence], ece: dict[str, float]) -> Figure:
+    """Accuracy against confidence per bin (a calibrated model lies on the diagonal), and how
+    many predictions each bin holds, for each model in `bins`."""
+    figure = Figure(figsize=(10, 4.5), layout="constrained")
+    curve, counts = figure.subplots(1, 2)
+    curve.plot([0, 1], [0, 1], ":", color="grey", label="perfect calibration")
+    for name, rows in bins.items():
+        filled = [row for row in rows if row.count]
+        curve.plot(
+            [row.confidence for row in filled],
+            [row.accuracy for row in filled],
+            "o-",
+            label=f"{name} (ECE {ece[name]:.4f})",
+        )
+        counts.plot([row.upper for row in filled], [row.count for row in filled], "o-", label=name)
+    curve.set(xlabel="confidence", ylabel="accuracy", title="Reliability on the test set")
+    counts.set(xlabel="confidence (bin's upper edge)", ylabel="predictions", yscale="log")
+    counts.set_title("Predictions per confidence bin")
+    for axes in (curve, counts):
+        axes.grid(alpha=0.3)
+        axes.legend()
     return figure
 
 

@@ -80,11 +80,32 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def native_bf16(device: torch.device) -> bool:
+# CPU flags (Linux /proc/cpuinfo) of bfloat16 arithmetic in hardware: AVX-512 BF16 and AMX on
+# x86, the BF16 extension on Arm. oneDNN also "supports" bf16 on plain AVX-512 by emulating it,
+# which is slower than fp32, so its own check is not enough.
+BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
+    """The feature flags of this machine's first CPU (empty where /proc/cpuinfo is absent)."""
+    try:
+        lines = cpuinfo.read_text().splitlines()
+    except OSError:
+        return frozenset()
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return frozenset()
+
+
+def native_bf16(device: torch.device, flags: frozenset[str] | None = None) -> bool:
     """Whether `device` computes bfloat16 in hardware (else autocast would only emulate it)."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type != "cpu" or not torch.backends.mkldnn.is_available():
+        return False
+    return bool(BF16_CPU_FLAGS & (cpu_flags() if flags is None else flags))
 
 
 @torch.inference_mode()

@@ -37,6 +37,10 @@ class AugmentParams(_Section):
     translate: float = Field(ge=0, le=0.5)
     scale: tuple[float, float]
     shear: float = Field(ge=0)
+    # Up to this fraction of a 3×3 dilation (thicker) or erosion (thinner) per digit; 0: off.
+    stroke_width: float = Field(default=0.0, ge=0, le=1)
+    # Elastic distortion: smooth random displacements of up to about this many pixels; 0: off.
+    elastic: float = Field(default=0.0, ge=0, le=4)
 
 
 class TrainParams(_Section):
@@ -64,6 +68,8 @@ class TrainParams(_Section):
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     # Continue an interrupted run of the same configuration from its last epoch.
     resume: bool = True
+    # The `uncertain` threshold is set so that this share of validation digits falls below it.
+    uncertain_digit_share: float = Field(default=0.01, ge=0, lt=1)
     augment: AugmentParams
 
 
@@ -77,6 +83,8 @@ class EvaluateParams(_Section):
     figures_dir: Path
     history: Path
     batch_size: int = Field(gt=0)
+    # Seed of the generated real-looking digits and non-digits (`pipeline.pictures`).
+    pictures_seed: int = 0
 
 
 class RegisterParams(_Section):
@@ -86,6 +94,8 @@ class RegisterParams(_Section):
     decision: Path
     min_test_accuracy: float = Field(ge=0, le=1)
     min_seed_accuracy: float = Field(ge=0, le=1)
+    # The generated real-looking digits (fonts, mouse drawings) of the evaluate stage.
+    min_real_pictures_accuracy: float = Field(default=0.0, ge=0, le=1)
 
 
 class Params(_Section):

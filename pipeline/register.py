@@ -8,6 +8,7 @@ to the MLflow run, to the model version's tags and to a DVC metrics file.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import mlflow
@@ -34,17 +35,22 @@ class Decision:
 
 
 def decide(
-    test_accuracy: float,
-    seed_accuracy: float,
-    incumbent_accuracy: float | None,
-    params: RegisterParams,
+    metrics: Mapping[str, object], incumbent_accuracy: float | None, params: RegisterParams
 ) -> Decision:
     """The quality gate: thresholds first, then no regression against the served version."""
+    test_accuracy = float(metrics["test_accuracy"])  # type: ignore[arg-type]
     if test_accuracy < params.min_test_accuracy:
         return Decision(False, f"test accuracy {test_accuracy:.4f} < {params.min_test_accuracy}")
+    seed_accuracy = float(metrics["seed_accuracy"])  # type: ignore[arg-type]
     if seed_accuracy < params.min_seed_accuracy:
         return Decision(
             False, f"seed-image accuracy {seed_accuracy:.2f} < {params.min_seed_accuracy}"
+        )
+    real = float(metrics.get("real_pictures_accuracy", 0.0))  # type: ignore[arg-type]
+    if real < params.min_real_pictures_accuracy:
+        return Decision(
+            False,
+            f"real-pictures accuracy {real:.3f} < {params.min_real_pictures_accuracy}",
         )
     if incumbent_accuracy is None:
         return Decision(True, f"test accuracy {test_accuracy:.4f}; nothing is in production yet")
@@ -57,6 +63,28 @@ def decide(
     return Decision(
         True, f"test accuracy {test_accuracy:.4f} ≥ production's {incumbent_accuracy:.4f}"
     )
+
+
+def describe(metrics: Mapping[str, object], data_version: str, decision: Decision) -> str:
+    """The model version's description, as the registry UI shows it (Markdown)."""
+    verdict = "promoted to production" if decision.promote else "not promoted"
+    lines = [
+        f"**Gate:** {verdict}: {decision.reason}.",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        f"| test accuracy | {metrics['test_accuracy']:.4f} ({metrics['test_errors']} errors) |",
+        f"| test ECE, calibrated (uncalibrated) | {metrics.get('test_ece', float('nan')):.4f} "
+        f"({metrics.get('test_ece_uncalibrated', float('nan')):.4f}) |",
+        f"| real-looking pictures accuracy | {metrics.get('real_pictures_accuracy', 0):.3f} |",
+        f"| non-digits flagged `uncertain` | {metrics.get('non_digits_flagged', 0):.3f} |",
+        f"| test digits flagged `uncertain` | {metrics.get('test_flagged', 0):.4f} |",
+        f"| `uncertain` below, temperature | {metrics.get('uncertain_below', 0):.3f}, "
+        f"{metrics.get('temperature', 1):.3f} |",
+        "",
+        f"Data version (DVC): `{data_version}`.",
+    ]
+    return "\n".join(lines)
 
 
 def _registered_version(
@@ -111,9 +139,7 @@ def register(params: RegisterParams, settings: MlflowSettings) -> Decision:
         if incumbent is not None:
             incumbent_run = client.get_run(incumbent.run_id)
             incumbent_accuracy = incumbent_run.data.metrics.get("test_accuracy")
-        decision = decide(
-            metrics["test_accuracy"], metrics["seed_accuracy"], incumbent_accuracy, params
-        )
+        decision = decide(metrics, incumbent_accuracy, params)
     if decision.promote:
         promote(client, settings, version.version)
     verdict = "promoted" if decision.promote else "not promoted"
@@ -122,6 +148,15 @@ def register(params: RegisterParams, settings: MlflowSettings) -> Decision:
     client.set_model_version_tag(settings.model_name, version.version, "gate", verdict)
     client.set_model_version_tag(
         settings.model_name, version.version, "gate_reason", decision.reason
+    )
+    for key in ("temperature", "uncertain_below"):
+        if key in metrics:
+            client.set_model_version_tag(
+                settings.model_name, version.version, key, f"{metrics[key]:.4g}"
+            )
+    data_version = client.get_run(run_id).data.tags.get("data_version", "unknown")
+    client.update_model_version(
+        settings.model_name, version.version, describe(metrics, data_version, decision)
     )
     with mlflow.start_run(run_id=run_id):
         mlflow.set_tags({"registry.decision": verdict, "registry.reason": decision.reason})

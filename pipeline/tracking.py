@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import subprocess
+import warnings
 from pathlib import Path
 
 import mlflow
+import mlflow.data
 import numpy as np
 import onnx
 from mlflow.models import infer_signature
@@ -16,6 +18,13 @@ from mlflow.tracking import MlflowClient
 from mnist_core.classifier import LOGITS, PROBABILITIES, DigitClassifier
 from mnist_core.settings import MlflowSettings
 from pipeline.io import sha256_of
+
+# Marks the experiment as model training, so the MLflow UI opens it on its training runs (not on
+# the GenAI overview it shows for experiments of unknown kind).
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+# MLflow's dataset digest column holds 36 characters; DVC's data version is a longer hash.
+DIGEST_LENGTH = 16
+DATASET_CONTEXT = {"train": "training", "val": "validation", "test": "testing"}
 
 
 def _is_local_store(tracking_uri: str) -> bool:
@@ -29,21 +38,43 @@ def configure_mlflow(settings: MlflowSettings) -> str:
     tracking server keeps its own artifact store.
     """
     mlflow.set_tracking_uri(settings.tracking_uri)
+    client = MlflowClient()
     if run_id := os.environ.get("MLFLOW_RUN_ID"):
         # Launched by `mlflow run`, which made the run (and chose its experiment) already.
-        return MlflowClient().get_run(run_id).info.experiment_id
+        return client.get_run(run_id).info.experiment_id
     experiment = mlflow.get_experiment_by_name(settings.experiment_name)
     if experiment is not None:
-        mlflow.set_experiment(experiment_id=experiment.experiment_id)
-        return experiment.experiment_id
-    location = None
-    if _is_local_store(settings.tracking_uri):
-        location = Path(settings.local_artifact_root).resolve().as_uri()
-    experiment_id = MlflowClient().create_experiment(
-        settings.experiment_name, artifact_location=location
-    )
+        experiment_id = experiment.experiment_id
+        for key, value in EXPERIMENT_KIND.items():  # experiments made before it was set
+            if experiment.tags.get(key) != value:
+                client.set_experiment_tag(experiment_id, key, value)
+    else:
+        location = None
+        if _is_local_store(settings.tracking_uri):
+            location = Path(settings.local_artifact_root).resolve().as_uri()
+        experiment_id = client.create_experiment(
+            settings.experiment_name, artifact_location=location, tags=EXPERIMENT_KIND
+        )
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
+
+
+def log_dataset(
+    path: Path, split: str, images: np.ndarray, labels: np.ndarray, data_version: str
+) -> None:
+    """Record one split of the DVC-tracked dataset (its file: `path`) as an input of the active
+    run, for the UI's Dataset column and lineage: DVC's data version is the digest."""
+    with warnings.catch_warnings():
+        # MLflow registers its local-file source class twice, then warns that it cannot choose.
+        warnings.filterwarnings("ignore", "The specified dataset source can be interpreted")
+        dataset = mlflow.data.from_numpy(
+            images,
+            source=f"{path}#data_version={data_version}",
+            targets=labels,
+            name=f"mnist-{split}",
+            digest=data_version[:DIGEST_LENGTH],
+        )
+    mlflow.log_input(dataset, context=DATASET_CONTEXT.get(split, split))
 
 
 def git_commit() -> str:

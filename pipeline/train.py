@@ -18,15 +18,17 @@ import torch
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from mnist_core.classifier import ModelMetadata
 from mnist_core.settings import MlflowSettings
+from pipeline import calibration
 from pipeline.checkpoint import Checkpoint, fingerprint
 from pipeline.cli import parse_stage_args
-from pipeline.data import data_version, load_split
+from pipeline.data import data_version, load_split, split_path
 from pipeline.export import export_onnx
 from pipeline.io import atomic_file, write_json
-from pipeline.model import DigitCNN, pick_device, save_checkpoint
+from pipeline.model import DigitCNN, pick_device, predict_logits, save_checkpoint
 from pipeline.params import TrainParams
-from pipeline.tracking import configure_mlflow, git_commit, log_onnx_model
+from pipeline.tracking import configure_mlflow, git_commit, log_dataset, log_onnx_model
 from pipeline.training import EpochResult, FitResult, fit, use_bf16
 
 log = logging.getLogger(__name__)
@@ -59,10 +61,36 @@ def write_history(path: Path, history: list[EpochResult]) -> None:
         writer.writerows(dataclasses.asdict(result) for result in history)
 
 
-def log_servable_model(network: DigitCNN, params: TrainParams, example: np.ndarray) -> str:
-    """Export the network to ONNX and log that as the run's model; the PyTorch weights go beside
-    it as a plain artifact. Returns the model URI."""
-    export_onnx(network, params.onnx_path)
+def calibrate(
+    network: DigitCNN, val: tuple[torch.Tensor, torch.Tensor], params: TrainParams
+) -> tuple[ModelMetadata, dict[str, float]]:
+    """Fit the temperature and the `uncertain` threshold on the validation split; return them
+    and the validation figures before and after."""
+    logits = predict_logits(network, val[0]).float().cpu().numpy()
+    labels = val[1].numpy()
+    temperature = calibration.fit_temperature(logits, labels)
+    raw, calibrated = (calibration.probabilities(logits, t) for t in (1.0, temperature))
+    metadata = ModelMetadata(
+        temperature=temperature,
+        uncertain_below=calibration.uncertain_threshold(calibrated, params.uncertain_digit_share),
+    )
+    figures = {
+        "temperature": temperature,
+        "uncertain_below": metadata.uncertain_below,
+        "val_ece_uncalibrated": calibration.expected_calibration_error(raw, labels),
+        "val_ece": calibration.expected_calibration_error(calibrated, labels),
+        "val_loss_uncalibrated": calibration.cross_entropy(logits, labels),
+        "val_loss_calibrated": calibration.cross_entropy(logits / temperature, labels),
+    }
+    return metadata, figures
+
+
+def log_servable_model(
+    network: DigitCNN, params: TrainParams, metadata: ModelMetadata, example: np.ndarray
+) -> str:
+    """Export the network to ONNX (with its calibration) and log that as the run's model; the
+    PyTorch weights go beside it as a plain artifact. Returns the model URI."""
+    export_onnx(network, params.onnx_path, metadata)
     model_uri = log_onnx_model(params.onnx_path, example)
     mlflow.log_artifact(str(params.model_path), artifact_path="pytorch")
     return model_uri
@@ -93,7 +121,8 @@ def train(params: TrainParams, settings: MlflowSettings) -> FitResult:
 
     def log_epoch(result: EpochResult) -> None:
         metrics = {
-            "epoch_loss": result.epoch_loss,
+            "train_loss": result.train_loss,
+            "train_objective": result.train_objective,
             "val_loss": result.val_loss,
             "val_accuracy": result.val_accuracy,
             "learning_rate": result.learning_rate,
@@ -126,21 +155,32 @@ def train(params: TrainParams, settings: MlflowSettings) -> FitResult:
         )
         mlflow.log_params(flat_params(params))
         mlflow.log_params({"train_size": len(train_split[1]), "val_size": len(val_split[1])})
+        for split, (images, labels) in (("train", train_split), ("val", val_split)):
+            path = split_path(params.data_dir, split)
+            log_dataset(path, split, images.numpy(), labels.numpy(), data)
         result = fit(
             params, train_split, val_split, device, on_epoch=log_epoch, checkpoint=checkpoint
         )
         seconds = time.perf_counter() - started
+        metadata, calibrated = calibrate(result.model, val_split, params)
+        log.info(
+            "temperature %.3f: validation ECE %.4f → %.4f; `uncertain` below %.3f",
+            metadata.temperature, calibrated["val_ece_uncalibrated"], calibrated["val_ece"],
+            metadata.uncertain_below,
+        )  # fmt: skip
         summary = {
             "best_epoch": result.best.epoch,
             "best_val_accuracy": result.best.score[0],
             "best_val_loss": -result.best.score[1],
             "train_seconds": seconds,
             "seconds_per_epoch": float(np.median([r.seconds for r in result.history])),
+            **calibrated,
         }
         mlflow.log_metrics(summary)
         mlflow.set_tag("kept_weights", result.best.kept)
         save_checkpoint(result.model, params.model_path)
-        model_uri = log_servable_model(result.model, params, train_split[0][:4].numpy())
+        example = train_split[0][:4].numpy()
+        model_uri = log_servable_model(result.model, params, metadata, example)
         log.info("Run %s logged model %s", run.info.run_id, model_uri)
 
     write_history(params.history, result.history)

@@ -16,7 +16,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from pipeline.augment import random_affine
+from pipeline.augment import augment
 from pipeline.checkpoint import Checkpoint
 from pipeline.imaging import normalize, to_unit
 from pipeline.model import DigitCNN, native_bf16, predict_logits
@@ -27,11 +27,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class EpochResult:
-    """One epoch's numbers. `val_*` score the trained weights, `ema_val_*` their moving average
-    (NaN without one); `kept` says which of the two the epoch would keep."""
+    """One epoch's numbers. `train_loss` and `val_*` are plain cross-entropy, comparable;
+    `train_objective` is what was minimised (with label smoothing, whose floor is far above 0).
+    `val_*` score the trained weights, `ema_val_*` their moving average (NaN without one); `kept`
+    says which of the two the epoch would keep."""
 
     epoch: int
-    epoch_loss: float
+    train_loss: float
+    train_objective: float
     val_loss: float
     val_accuracy: float
     ema_val_loss: float
@@ -82,33 +85,36 @@ def _train_epoch(
     params: TrainParams,
     generator: torch.Generator,
     description: str,
-) -> float:
-    """One pass over the shuffled, freshly augmented training set; returns the mean loss."""
+) -> tuple[float, float]:
+    """One pass over the shuffled, freshly augmented training set; returns the mean plain
+    cross-entropy and the mean objective (with label smoothing)."""
     device = next(model.parameters()).device
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(params, device))
     images, labels = train
     order = torch.randperm(len(labels), generator=generator)
-    total_loss = 0.0
+    total_loss = total_objective = 0.0
     model.train()
     # A bar in a terminal; in logs (CI, redirected output) the per-epoch line is the progress.
     bar = tqdm(order.split(params.batch_size), desc=description, leave=False, disable=None)
     for index in bar:
-        batch = random_affine(to_unit(images[index]), params.augment, generator)
+        batch = augment(to_unit(images[index]), params.augment, generator)
         batch = normalize(batch).to(device, memory_format=torch.channels_last)
         with autocast:
             logits = model(batch)
-        loss = F.cross_entropy(
-            logits.float(), labels[index].to(device), label_smoothing=params.label_smoothing
-        )
+        targets = labels[index].to(device)
+        loss = F.cross_entropy(logits.float(), targets, label_smoothing=params.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         schedule.step()
         if ema is not None:
             ema.update_parameters(model)
-        total_loss += loss.item() * len(index)
-        bar.set_postfix(loss=f"{loss.item():.4f}")
-    return total_loss / len(labels)
+        with torch.no_grad():
+            plain = F.cross_entropy(logits.float(), targets) if params.label_smoothing else loss
+        total_loss += plain.item() * len(index)
+        total_objective += loss.item() * len(index)
+        bar.set_postfix(loss=f"{plain.item():.4f}")
+    return total_loss / len(labels), total_objective / len(labels)
 
 
 def fit(
@@ -164,7 +170,7 @@ def fit(
     for epoch in range(len(history) + 1, params.epochs + 1):
         started = time.perf_counter()
         description = f"epoch {epoch}/{params.epochs}"
-        epoch_loss = _train_epoch(
+        train_loss, train_objective = _train_epoch(
             model, ema, optimizer, schedule, train, params, generator, description
         )
         val_loss, val_accuracy = evaluate_logits(model, *val)
@@ -174,7 +180,8 @@ def fit(
         kept = "ema" if ema and ema_loss < val_loss else "weights"
         result = EpochResult(
             epoch=epoch,
-            epoch_loss=epoch_loss,
+            train_loss=train_loss,
+            train_objective=train_objective,
             val_loss=val_loss,
             val_accuracy=val_accuracy,
             ema_val_loss=ema_loss,
@@ -186,7 +193,7 @@ def fit(
         history.append(result)
         log.info(
             "epoch %d/%d: loss %.4f, val_loss %.4f, val_accuracy %.4f, EMA %.4f/%.4f (%.1f s)",
-            epoch, params.epochs, epoch_loss, val_loss, val_accuracy, ema_loss, ema_accuracy,
+            epoch, params.epochs, train_loss, val_loss, val_accuracy, ema_loss, ema_accuracy,
             result.seconds,
         )  # fmt: skip
         on_epoch(result)

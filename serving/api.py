@@ -81,15 +81,22 @@ async def read_upload(upload: UploadFile, settings: ServingSettings) -> bytes:
     return data
 
 
+def uncertain_below(served: ServedModel, service: Service) -> float:
+    """The `uncertain` threshold: the environment's if set, else the one the model carries."""
+    override = service.settings.uncertain_below
+    return served.classifier.metadata.uncertain_below if override is None else override
+
+
 def respond(probabilities: np.ndarray, served: ServedModel, service: Service) -> Prediction:
     """The answer for one image's row of class probabilities."""
     digit = int(probabilities.argmax())
     confidence = float(probabilities[digit])
+    threshold = uncertain_below(served, service)
     prediction = Prediction(
         digit=digit,
         confidence=confidence,
         probabilities=[round(float(p), 6) for p in probabilities],
-        uncertain=confidence < service.settings.uncertain_below,
+        uncertain=confidence < threshold,
         model_version=served.version,
     )
     service.metrics.predictions.labels(str(digit), str(prediction.uncertain).lower()).inc()
@@ -125,6 +132,8 @@ async def model_info(service: ServiceDep, served: ModelDep) -> ModelInfo:
         version=served.version,
         run_id=served.run_id,
         loaded_at=served.loaded_at,
+        temperature=served.classifier.metadata.temperature,
+        uncertain_below=uncertain_below(served, service),
         alias_version=service.store.alias_version,
         problem=service.store.problem,
     )

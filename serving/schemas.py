@@ -54,6 +54,12 @@ class ModelInfo(BaseModel):
     version: str
     run_id: str
     loaded_at: float = Field(description="Unix time the version was loaded")
+    temperature: float = Field(
+        description="the calibration temperature fitted on validation data (1: none)"
+    )
+    uncertain_below: float = Field(
+        description="top-class probability below which a prediction is flagged `uncertain`"
+    )
     alias_version: str | None = Field(
         description="the version the alias pointed to at the last check (null: no such alias)"
     )

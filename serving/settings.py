@@ -24,9 +24,11 @@ class ServingSettings(MlflowSettings):
         default=40_000_000, gt=0, validation_alias="MNIST_MAX_PENDING_PIXELS"
     )
     max_batch_files: int = Field(default=16, gt=0, validation_alias="MNIST_MAX_BATCH_FILES")
-    # Below this top-class probability a prediction is flagged `uncertain`.
-    uncertain_below: float = Field(
-        default=0.7, ge=0, le=1, validation_alias="MNIST_UNCERTAIN_BELOW"
+    # Below this top-class probability a prediction is flagged `uncertain`. Unset (the default),
+    # each model version's own threshold applies: chosen on validation data at training and
+    # carried in the ONNX file (see `mnist_core.classifier.ModelMetadata`).
+    uncertain_below: float | None = Field(
+        default=None, ge=0, le=1, validation_alias="MNIST_UNCERTAIN_BELOW"
     )
 
     # Origins allowed to call the API from a browser page served elsewhere, comma-separated

@@ -225,6 +225,17 @@ def test_uncertain_flag_follows_the_threshold(client, trained_registry, offset, 
         assert response.json()["uncertain"] is uncertain
 
 
+def test_the_model_carries_its_own_threshold_and_calibration(client: TestClient) -> None:
+    """Without MNIST_UNCERTAIN_BELOW the threshold chosen at training (in the ONNX file) applies."""
+    info = client.get("/model").json()
+    served = client.app.state.service.store.current.classifier.metadata
+    assert info["uncertain_below"] == pytest.approx(served.uncertain_below)
+    assert info["temperature"] == pytest.approx(served.temperature)
+    assert served.temperature != 1.0  # fitted on the validation split by the train stage
+    answer = client.post("/predict", files={"file": ("7.png", SEVEN)}).json()
+    assert answer["uncertain"] is (answer["confidence"] < served.uncertain_below)
+
+
 def test_not_ready_without_a_model(tmp_path: Path) -> None:
     empty = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'empty.db'}"}
     with TestClient(create_app(settings_for(empty))) as test_client:

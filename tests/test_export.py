@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from mnist_core.classifier import DigitClassifier
+from mnist_core.classifier import DigitClassifier, ModelMetadata
 from pipeline.export import export_onnx
-from pipeline.model import DigitCNN, predict_proba
+from pipeline.model import DigitCNN, predict_logits, predict_proba
 from tests.synthetic import render_digits
 
 
@@ -44,3 +44,25 @@ def test_onnx_probabilities_match_torch(
     scores = classifier.scores(images)
     np.testing.assert_allclose(scores.probabilities.sum(axis=1), 1, atol=1e-5)
     assert (scores.logits.argmax(axis=1) == expected.argmax(axis=1)).all()
+
+
+def test_temperature_is_in_the_graph_and_metadata_travels_in_the_file(tmp_path: Path) -> None:
+    network = settled_network((8, 16), 1)
+    metadata = ModelMetadata(temperature=0.5, uncertain_below=0.83)
+    export_onnx(network, tmp_path / "model.onnx", metadata)
+    images, _ = render_digits(20, seed=3)
+    raw_logits = predict_logits(network, torch.from_numpy(images)).numpy()
+    classifier = DigitClassifier(tmp_path / "model.onnx", threads=1)
+    scores = classifier.scores(images)
+    np.testing.assert_allclose(scores.logits, raw_logits / 0.5, rtol=1e-4, atol=1e-4)
+    sharpened = torch.from_numpy(raw_logits / 0.5).softmax(dim=1).numpy()
+    np.testing.assert_allclose(scores.probabilities, sharpened, atol=1e-5)
+    assert classifier.metadata == metadata
+
+
+def test_metadata_defaults_for_files_without_it(tmp_path: Path) -> None:
+    export_onnx(settled_network((8, 16), 1), tmp_path / "model.onnx")
+    assert DigitClassifier(tmp_path / "model.onnx", threads=1).metadata == ModelMetadata()
+    assert ModelMetadata.from_properties({"temperature": "oops", "uncertain_below": "0.9"}) == (
+        ModelMetadata(uncertain_below=0.9)
+    )

@@ -8,10 +8,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.augment import random_affine, random_affine_matrices
-from pipeline.model import DigitCNN, load_checkpoint, predict_proba, save_checkpoint
+from pipeline.augment import augment, random_affine_matrices, vary_stroke_width
+from pipeline.model import (
+    DigitCNN,
+    cpu_flags,
+    load_checkpoint,
+    native_bf16,
+    predict_proba,
+    save_checkpoint,
+)
 from pipeline.params import AugmentParams, load_params
-from pipeline.training import evaluate_logits, fit
+from pipeline.training import evaluate_logits, fit, use_bf16
 from tests.conftest import PROJECT_ROOT
 from tests.synthetic import render_digits
 
@@ -53,7 +60,7 @@ def unit_batch(count: int = 16) -> torch.Tensor:
 
 def test_augmented_images_stay_valid_digits() -> None:
     batch = unit_batch()
-    out = random_affine(batch, AUGMENT, torch.Generator().manual_seed(0))
+    out = augment(batch, AUGMENT, torch.Generator().manual_seed(0))
     assert out.shape == batch.shape and out.dtype == torch.float32
     assert out.min() >= 0 and out.max() <= 1 + 1e-6
     # A mild warp moves ink but keeps most of it in the frame.
@@ -70,16 +77,36 @@ def test_each_image_gets_its_own_transform() -> None:
 
 def test_augmentation_is_seeded_and_off_when_zero() -> None:
     batch = unit_batch(4)
-    first = random_affine(batch, AUGMENT, torch.Generator().manual_seed(5))
-    second = random_affine(batch, AUGMENT, torch.Generator().manual_seed(5))
+    first = augment(batch, AUGMENT, torch.Generator().manual_seed(5))
+    second = augment(batch, AUGMENT, torch.Generator().manual_seed(5))
     torch.testing.assert_close(first, second)
-    assert random_affine(batch, NO_AUGMENT) is batch
+    assert augment(batch, NO_AUGMENT) is batch
+
+
+def test_stroke_width_thickens_and_thins() -> None:
+    batch = unit_batch(8)
+    ink = batch.sum(dim=(1, 2, 3))
+    thick = vary_stroke_width(batch, 1.0, torch.Generator().manual_seed(0))
+    changed = thick.sum(dim=(1, 2, 3)) / ink
+    # Some digits gain ink (dilation), others lose it (erosion); values stay in [0, 1].
+    assert (changed > 1.05).any() and (changed < 0.95).any()
+    assert thick.min() >= 0 and thick.max() <= 1
+    assert vary_stroke_width(batch, 0.0) is batch
+
+
+def test_elastic_distortion_bends_but_keeps_the_digit() -> None:
+    batch = unit_batch(8)
+    params = NO_AUGMENT.model_copy(update={"elastic": 2.0})
+    out = augment(batch, params, torch.Generator().manual_seed(0))
+    assert not torch.allclose(out, batch, atol=0.05)
+    ratio = out.sum(dim=(1, 2, 3)) / batch.sum(dim=(1, 2, 3))
+    assert ((ratio > 0.7) & (ratio < 1.3)).all()
 
 
 def test_identity_matrix_reproduces_the_image() -> None:
     batch = unit_batch(2)
     params = AugmentParams(degrees=0, translate=0, scale=(1, 1), shear=1e-9)
-    torch.testing.assert_close(random_affine(batch, params), batch, atol=1e-4, rtol=0)
+    torch.testing.assert_close(augment(batch, params), batch, atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("ema_decay", [0.0, 0.99])
@@ -99,3 +126,30 @@ def test_fit_returns_the_weights_of_the_best_epoch(ema_decay: float) -> None:
     assert (accuracy, -loss) == pytest.approx(result.best.score, abs=1e-5)
     if ema_decay == 0:
         assert all(r.kept == "weights" and math.isnan(r.ema_val_accuracy) for r in result.history)
+
+
+def test_bf16_only_where_the_cpu_has_it_natively(tmp_path: Path) -> None:
+    cpu = torch.device("cpu")
+    # oneDNN emulates bf16 on plain AVX-512 (slower than fp32): that is not native.
+    assert not native_bf16(cpu, frozenset({"avx512f", "avx512bw", "avx512_vnni"}))
+    assert native_bf16(cpu, frozenset({"avx512f", "avx512_bf16"})) == mkldnn_available()
+    assert native_bf16(cpu, frozenset({"fp", "asimd", "bf16"})) == mkldnn_available()  # Arm
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f amx_bf16\n\n")
+    assert cpu_flags(cpuinfo) == {"fpu", "sse2", "avx512f", "amx_bf16"}
+    assert cpu_flags(tmp_path / "absent") == frozenset()
+
+
+@pytest.mark.parametrize(("precision", "native", "expected"), [
+    ("auto", True, True), ("auto", False, False), ("bf16", False, True), ("fp32", True, False),
+])  # fmt: skip
+def test_precision_param_forces_or_follows_the_hardware(
+    precision: str, native: bool, expected: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("pipeline.training.native_bf16", lambda device: native)
+    params = load_params(PROJECT_ROOT / "params.yaml", [f"train.precision={precision}"]).train
+    assert use_bf16(params, torch.device("cpu")) is expected
+
+
+def mkldnn_available() -> bool:
+    return torch.backends.mkldnn.is_available()

@@ -40,7 +40,7 @@ def test_pipeline_registers_a_production_model(pipeline_run: Path) -> None:
     assert run.data.params["augment.degrees"] == "10.0"
     assert {"git_commit", "data_version"} <= set(run.data.tags)
     assert run.data.tags["registry.decision"] == "promoted"
-    for metric in ("epoch_loss", "val_loss", "val_accuracy", "learning_rate"):
+    for metric in ("train_loss", "train_objective", "val_loss", "val_accuracy", "learning_rate"):
         history = client.get_metric_history(run.info.run_id, metric)
         assert [m.step for m in history] == [1, 2], metric
     # The logged accuracy is the exported model's, recomputed here from the files themselves.
@@ -57,7 +57,55 @@ def test_pipeline_registers_a_production_model(pipeline_run: Path) -> None:
         "evaluation/confusion_matrix.png",
         "evaluation/training_curves.png",
         "evaluation/misclassified.png",
+        "evaluation/reliability.png",
     } <= artifacts
+
+
+def test_the_mlflow_ui_sees_datasets_kind_and_description(pipeline_run: Path) -> None:
+    settings = MlflowSettings()
+    client = MlflowClient(settings.tracking_uri)
+    version = client.get_model_version_by_alias(settings.model_name, settings.model_alias)
+    run = client.get_run(version.run_id)
+    data_version = run.data.tags["data_version"]
+    inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+    assert set(inputs) == {"mnist-train", "mnist-val", "mnist-test"}
+    contexts = {name: {t.value for t in d.tags if t.key == "mlflow.data.context"}
+                for name, d in inputs.items()}  # fmt: skip
+    assert contexts == {"mnist-train": {"training"}, "mnist-val": {"validation"},
+                        "mnist-test": {"testing"}}  # fmt: skip
+    for dataset in (d.dataset for d in inputs.values()):
+        assert data_version.startswith(dataset.digest) and data_version in dataset.source
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    evaluated = json.loads((pipeline_run / "metrics/evaluate.json").read_text())
+    assert f"{evaluated['test_accuracy']:.4f}" in version.description
+    assert data_version in version.description and "promoted to production" in version.description
+    assert float(version.tags["uncertain_below"]) == pytest.approx(
+        evaluated["uncertain_below"], rel=1e-3
+    )
+
+
+def test_calibration_and_generated_sets_are_scored(pipeline_run: Path) -> None:
+    evaluated = json.loads((pipeline_run / "metrics/evaluate.json").read_text())
+    trained = json.loads((pipeline_run / "metrics/train.json").read_text())
+    metadata = DigitClassifier(pipeline_run / "models/model.onnx").metadata
+    # The temperature and threshold in the served file are the ones fitted on validation data.
+    assert metadata.temperature == pytest.approx(trained["temperature"])
+    assert metadata.uncertain_below == pytest.approx(trained["uncertain_below"])
+    assert evaluated["temperature"] == pytest.approx(trained["temperature"])
+    assert 0 <= evaluated["test_ece"] <= 1 and 0 <= evaluated["test_ece_uncalibrated"] <= 1
+    assert trained["val_loss_calibrated"] <= trained["val_loss_uncalibrated"] + 1e-9
+    assert evaluated["real_pictures_count"] == 800 and evaluated["non_digits_count"] == 300
+    assert set(evaluated["real_pictures_by_style"]) == {
+        "plain", "thick", "outline", "inverted", "transparent", "mouse"
+    }  # fmt: skip
+    assert set(evaluated["non_digits_flagged_by_kind"]) == {
+        "letter", "shape", "scribble", "noise", "blank"
+    }  # fmt: skip
+    for curve in ("uncalibrated", "calibrated"):
+        rows = (pipeline_run / f"plots/evaluate/reliability_{curve}.csv").read_text().splitlines()
+        assert rows[0] == "confidence,accuracy,count,bin_upper_edge" and len(rows) > 1
+        assert sum(int(row.split(",")[2]) for row in rows[1:]) == 100  # the tiny test split
 
 
 def test_registered_model_is_self_contained_onnx(pipeline_run: Path) -> None:
