@@ -127,7 +127,7 @@ def one_round(
     small_pngs = [
         png(Image.fromarray(to_mnist(Image.open(PAINT_PICTURE)))) for _ in range(BATCH_FILES)
     ]
-    onnx_model = read_onnx_model(f"models:/{settings.model_name}/{version}", settings.tracking_uri)
+    onnx_model = read_onnx_model(settings.model_name, version, settings.tracking_uri)
     results["bare_session_batch16_images_per_s"] = round(
         bare_session_images_per_s(onnx_model, small_pngs, 2 if args.quick else 5), 1
     )

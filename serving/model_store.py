@@ -38,17 +38,16 @@ class ServedModel:
     loaded_at: float = field(default_factory=time.time)
 
 
-def read_onnx_model(model_uri: str, tracking_uri: str) -> bytes:
-    """The ONNX file of a logged or registered model (its `onnx` flavor), read into memory."""
+def read_onnx_model(name: str, version: str, tracking_uri: str) -> bytes:
+    """The ONNX file (the `onnx` flavor) of a registered model version, read into memory."""
+    # The version's own artifact location, asked of this registry: a `models:/` URI would be
+    # resolved by MLflow against the process's global registry, whatever `registry_uri` says.
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    model_uri = client.get_model_version_download_uri(name, version)
     with tempfile.TemporaryDirectory(prefix="mnist-model-") as directory:
         local = Path(
-            # The registry is the tracking store: name it, or MLflow resolves `models:/` against
-            # whatever URI the process last set globally.
             mlflow.artifacts.download_artifacts(
-                artifact_uri=model_uri,
-                dst_path=directory,
-                tracking_uri=tracking_uri,
-                registry_uri=tracking_uri,
+                artifact_uri=model_uri, dst_path=directory, tracking_uri=tracking_uri
             )
         )
         # The MLmodel file read as YAML: `mlflow.models` would import pandas, which the API's
@@ -56,8 +55,8 @@ def read_onnx_model(model_uri: str, tracking_uri: str) -> bytes:
         flavor = yaml.safe_load((local / "MLmodel").read_text()).get("flavors", {}).get("onnx")
         if flavor is None:
             raise ModelFormatError(
-                f"{model_uri} has no ONNX flavor (it was logged by older training code); "
-                "retrain it with `dvc repro` or promote an ONNX version"
+                f"{name} version {version} has no ONNX flavor (it was logged by older training "
+                "code); retrain it with `dvc repro` or promote an ONNX version"
             )
         return (local / flavor["data"]).read_bytes()
 
@@ -82,7 +81,7 @@ class ModelStore:
 
     def _load(self, version: str, run_id: str) -> ServedModel:
         name = self.settings.model_name
-        onnx_model = read_onnx_model(f"models:/{name}/{version}", self.settings.tracking_uri)
+        onnx_model = read_onnx_model(name, version, self.settings.tracking_uri)
         threads = self.settings.inference_threads or default_threads(self.settings.workers)
         classifier = DigitClassifier(onnx_model, threads=threads)
         return ServedModel(name, self.settings.model_alias, version, run_id, classifier)

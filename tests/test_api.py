@@ -265,7 +265,7 @@ def register_shifted_copy(settings: ServingSettings, source: ModelVersion) -> Mo
 
 
 def expected_probabilities(settings: ServingSettings, version: str, pixels: np.ndarray):
-    onnx_model = read_onnx_model(f"models:/{settings.model_name}/{version}", settings.tracking_uri)
+    onnx_model = read_onnx_model(settings.model_name, version, settings.tracking_uri)
     return DigitClassifier(onnx_model, threads=1).predict_proba(pixels)
 
 

@@ -151,10 +151,7 @@ def test_a_clone_pulls_the_outputs_and_does_not_train_again(pushed, tmp_path: Pa
 
     production = client.get_model_version_by_alias("mnist-cnn", "production")
     assert production.run_id == runs[0].info.run_id
-    # The version's own artifact location: a `models:/` URI would be resolved by MLflow against
-    # the process's global registry, not this clone's.
-    location = client.get_model_version_download_uri("mnist-cnn", production.version)
-    served = DigitClassifier(read_onnx_model(location, store))
+    served = DigitClassifier(read_onnx_model("mnist-cnn", production.version, store))
     with np.load(clone / "data" / "processed" / "test.npz") as test:
         images = test["images"]
     trained = DigitClassifier(pushed["root"] / "models" / "model.onnx")

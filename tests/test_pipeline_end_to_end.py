@@ -207,11 +207,11 @@ def test_register_rebuilds_a_lost_registry_from_the_dvc_outputs(
     production = client.get_model_version_by_alias(settings.model_name, settings.model_alias)
     trained_run = json.loads((pipeline_run / "models/run.json").read_text())["run_id"]
     assert client.get_run(production.run_id).data.tags["relogged_from_run"] == trained_run
-    uri = f"models:/{settings.model_name}/{production.version}"
-    assert (
-        read_onnx_model(uri, settings.tracking_uri)
-        == (pipeline_run / "models/model.onnx").read_bytes()
-    )
+    # With the process's default registry elsewhere (an empty store), the version must still
+    # come from the store it is asked of.
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", f"sqlite:///{pipeline_run / 'empty.db'}")
+    served = read_onnx_model(settings.model_name, production.version, settings.tracking_uri)
+    assert served == (pipeline_run / "models/model.onnx").read_bytes()
     register.main(argv)  # a second `dvc repro`: nothing is logged or registered again
     assert len(client.search_model_versions(f"name = '{settings.model_name}'")) == 1
     experiment = client.get_run(production.run_id).info.experiment_id
