@@ -1,0 +1,167 @@
+"""Benchmark: our training against the PyTorch MNIST example's, same data, machine and run.
+
+    python -m bench.train_baseline [--budgets 60 240] [--ours fast:train.epochs=2 ...]
+
+Needs `dvc repro preprocess` first. The baseline re-implements the recipe of the PyTorch examples
+repository (`mnist/main.py`): two 3×3 convolutions (32, 64), max-pool, dropout 0.25,
+9216 → 128 → 10 with dropout 0.5, Adadelta (lr 1.0) with StepLR (gamma 0.7 per epoch), batch 64, no
+augmentation. Both train on this project's 55k training split and are scored on the 10k test set
+(scored, never chosen on).
+
+The baseline trains once, for the longest budget, and is scored at the end of every epoch and
+when it crosses each budget. Ours uses a one-cycle schedule, which needs its length in advance, so
+each of our settings is its own run, trained to the end and scored once. Writes
+`bench/results/train_baseline.{json,png}` and prints the comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from matplotlib.figure import Figure
+from torch import nn
+
+from pipeline.data import load_split
+from pipeline.imaging import to_model_input
+from pipeline.params import load_params
+from pipeline.training import evaluate_logits, fit
+
+RESULTS = Path("bench/results")
+
+
+class ExampleNet(nn.Module):
+    """The PyTorch MNIST example's network, layer for layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 3, 1)
+        self.conv2 = nn.Conv2d(32, 64, 3, 1)
+        self.dropout1 = nn.Dropout(0.25)
+        self.dropout2 = nn.Dropout(0.5)
+        self.fc1 = nn.Linear(9216, 128)
+        self.fc2 = nn.Linear(128, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.conv1(x))
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        x = torch.flatten(self.dropout1(x), 1)
+        x = self.dropout2(F.relu(self.fc1(x)))
+        return F.log_softmax(self.fc2(x), dim=1)
+
+
+@dataclass
+class Curve:
+    """Test accuracy against training seconds (evaluation time excluded)."""
+
+    name: str
+    points: list[tuple[float, float]] = field(default_factory=list)
+    at_budget: dict[int, float] = field(default_factory=dict)
+
+
+def baseline(train, test, budgets: list[int], seed: int = 1) -> Curve:
+    """Train the example's recipe until the longest budget runs out."""
+    torch.manual_seed(seed)
+    model = ExampleNet()
+    optimizer = torch.optim.Adadelta(model.parameters(), lr=1.0)
+    schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.7)
+    generator = torch.Generator().manual_seed(seed)
+    images, labels = train
+    curve, spent, pending = Curve("PyTorch MNIST example"), 0.0, sorted(budgets)
+    while pending:
+        model.train()
+        for index in torch.randperm(len(labels), generator=generator).split(64):
+            started = time.perf_counter()
+            loss = F.nll_loss(model(to_model_input(images[index])), labels[index])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            spent += time.perf_counter() - started
+            if spent >= pending[0]:
+                curve.at_budget[pending.pop(0)] = evaluate_logits(model, *test)[1]
+                curve.points.append((spent, curve.at_budget[max(curve.at_budget)]))
+                model.train()
+                if not pending:
+                    break
+        else:
+            schedule.step()
+            curve.points.append((spent, evaluate_logits(model, *test)[1]))
+            print(f"baseline: {spent:.0f} s, test accuracy {curve.points[-1][1]:.4f}", flush=True)
+    return curve
+
+
+def ours(train, val, test, settings: dict[str, list[str]], budgets: list[int]) -> Curve:
+    """Each setting trained to its end (a one-cycle run), scored on the test set once."""
+    curve = Curve("this project")
+    runs = []
+    for label, overrides in settings.items():
+        params = load_params(Path("params.yaml"), overrides).train.model_copy(update={"seed": 1})
+        started = time.perf_counter()
+        result = fit(params, train, val, torch.device("cpu"))
+        seconds = time.perf_counter() - started  # includes its per-epoch validation
+        accuracy = evaluate_logits(result.model, *test)[1]
+        runs.append((seconds, accuracy))
+        print(f"ours ({label}): {seconds:.0f} s, test accuracy {accuracy:.4f}", flush=True)
+    curve.points = sorted(runs)
+    for budget in budgets:
+        within = [accuracy for seconds, accuracy in runs if seconds <= budget]
+        if within:
+            curve.at_budget[budget] = max(within)
+    return curve
+
+
+def plot(curves: list[Curve], budgets: list[int]) -> Figure:
+    figure = Figure(figsize=(7, 4.5), layout="constrained")
+    axes = figure.subplots()
+    for curve in curves:
+        seconds, accuracy = zip(*curve.points, strict=True)
+        axes.plot(seconds, [100 * (1 - a) for a in accuracy], "o-", label=curve.name)
+    for budget in budgets:
+        axes.axvline(budget, color="grey", linestyle=":")
+    axes.set(xlabel="training time (s), 2 CPU cores", ylabel="test error (%)", yscale="log")
+    axes.set_title("Time to accuracy: test error against training time")
+    axes.grid(alpha=0.3, which="both")
+    axes.legend()
+    return figure
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--budgets", type=int, nargs="+", default=[60, 240])
+    parser.add_argument(
+        "--ours",
+        nargs="+",
+        default=["fast:train.epochs=2", "half:train.epochs=5", "default:"],
+        help="label:override;override ... for each of our runs",
+    )
+    args = parser.parse_args()
+    settings = {
+        label: [o for o in overrides.split(";") if o]
+        for label, overrides in (item.split(":", 1) for item in args.ours)
+    }
+    data_dir = load_params(Path("params.yaml")).train.data_dir
+    train, val, test = (load_split(data_dir, split) for split in ("train", "val", "test"))
+    curves = [ours(train, val, test, settings, args.budgets), baseline(train, test, args.budgets)]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    plot(curves, args.budgets).savefig(RESULTS / "train_baseline.png", dpi=100)
+    summary = {
+        "machine": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "settings": settings,
+        "curves": [curve.__dict__ for curve in curves],
+    }
+    (RESULTS / "train_baseline.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print("\n| budget | " + " | ".join(c.name for c in curves) + " |\n|---|---|---|")
+    for budget in args.budgets:
+        cells = [f"{c.at_budget[budget]:.4f}" if budget in c.at_budget else "—" for c in curves]
+        print(f"| {budget} s | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""Benchmark: where a training step's time goes (augmentation, forward, backward, optimizer,
+moving average), for the train stage's parameters.
+
+    python -m bench.train_step_profile [--steps 100] [-S train.batch_size=256 ...]
+
+Needs `dvc repro preprocess` first. Times each part of the train stage's step with the same
+settings (bf16 autocast where native, channels-last, AdamW, EMA) on random training batches and
+prints milliseconds per step and the share outside forward/backward; the optimizer is timed both
+in PyTorch's default (for-each) implementation and fused. Writes
+`bench/results/train_step_profile.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from pipeline.augment import augment
+from pipeline.data import load_split
+from pipeline.imaging import normalize, to_unit
+from pipeline.model import pick_device
+from pipeline.params import load_params
+from pipeline.training import build_model, use_bf16
+
+PARTS = ("augment", "forward", "backward", "optimizer", "moving average")
+
+
+def profile(overrides: list[str], steps: int, fused: bool) -> dict[str, float]:
+    """Median milliseconds per step of each part."""
+    params = load_params(Path("params.yaml"), overrides).train
+    device = pick_device()
+    images, labels = load_split(params.data_dir, "train")
+    model = build_model(params).to(device, memory_format=torch.channels_last).train()
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=params.max_lr, weight_decay=params.weight_decay, fused=fused
+    )
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.999), use_buffers=True)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(params, device))
+    generator = torch.Generator().manual_seed(0)
+    times: dict[str, list[float]] = {part: [] for part in PARTS}
+    for step in range(steps + 10):  # the first 10 warm up
+        index = torch.randint(0, len(labels), (params.batch_size,), generator=generator)
+        marks = [time.perf_counter()]
+        batch = normalize(augment(to_unit(images[index]), params.augment, generator))
+        batch = batch.to(device, memory_format=torch.channels_last)
+        marks.append(time.perf_counter())
+        with autocast:
+            logits = model(batch)
+        loss = F.cross_entropy(
+            logits.float(), labels[index].to(device), label_smoothing=params.label_smoothing
+        )
+        marks.append(time.perf_counter())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        marks.append(time.perf_counter())
+        optimizer.step()
+        marks.append(time.perf_counter())
+        ema.update_parameters(model)
+        marks.append(time.perf_counter())
+        if step >= 10:
+            for part, start, end in zip(PARTS, marks[:-1], marks[1:], strict=True):
+                times[part].append(1000 * (end - start))
+    return {part: statistics.median(values) for part, values in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("-S", dest="overrides", action="append", default=[])
+    args = parser.parse_args()
+    results = {
+        name: profile(args.overrides, args.steps, fused)
+        for name, fused in (("for-each AdamW", False), ("fused AdamW", True))
+    }
+    print("| optimizer | " + " | ".join(PARTS) + " | step | outside forward/backward |")
+    print("|---|" + "---|" * (len(PARTS) + 2))
+    for name, parts in results.items():
+        total = sum(parts.values())
+        outside = total - parts["forward"] - parts["backward"]
+        cells = " | ".join(f"{parts[part]:.1f}" for part in PARTS)
+        print(f"| {name} | {cells} | {total:.1f} | {100 * outside / total:.0f} % |")
+    out = Path("bench/results/train_step_profile.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    summary = {
+        "machine": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "overrides": args.overrides,
+        "milliseconds_per_step": results,
+    }
+    out.write_text(json.dumps(summary, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
