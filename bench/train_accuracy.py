@@ -25,9 +25,10 @@ import torch
 from mnist_core.classifier import DigitClassifier
 from pipeline import calibration
 from pipeline.data import load_split
+from pipeline.distributed import pick_device
 from pipeline.evaluate import generated_sets
 from pipeline.export import export_onnx
-from pipeline.model import pick_device, predict_logits
+from pipeline.model import predict_logits
 from pipeline.params import TrainParams, load_params
 from pipeline.train import calibrate
 from pipeline.training import fit, use_bf16

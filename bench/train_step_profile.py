@@ -25,8 +25,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from pipeline.augment import augment
 from pipeline.data import load_split
+from pipeline.distributed import pick_device
 from pipeline.imaging import normalize, to_unit
-from pipeline.model import pick_device
 from pipeline.params import load_params
 from pipeline.training import build_model, use_bf16
 

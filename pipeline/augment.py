@@ -1,7 +1,8 @@
 """On-the-fly augmentation of whole batches, a different random draw for every image.
 
 Random affine warps and elastic distortion are folded into one sampling grid (one `grid_sample`
-call); stroke-width variation thickens or thins each digit by a random fraction of a pixel.
+call); stroke-width variation thickens or thins each digit by a random fraction of a pixel. The
+random draws come from a CPU generator; the images may be on any device.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def vary_stroke_width(
     erosion: MNIST's pen is one width, people's pens and fonts are not."""
     if amount == 0:
         return images
-    strength = _uniform(images.shape[0], -amount, amount, generator).view(-1, 1, 1, 1)
+    strength = _uniform(images.shape[0], -amount, amount, generator).view(-1, 1, 1, 1).to(images)
     dilated = F.max_pool2d(images, 3, stride=1, padding=1)
     eroded = -F.max_pool2d(-images, 3, stride=1, padding=1)
     target = torch.where(strength > 0, dilated, eroded)
@@ -78,5 +79,6 @@ def augment(
     theta = random_affine_matrices(images.shape[0], params, generator).to(images)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     if params.elastic:
-        grid = grid + elastic_offsets(images.shape[0], images.shape[-1], params.elastic, generator)
+        offsets = elastic_offsets(images.shape[0], images.shape[-1], params.elastic, generator)
+        grid = grid + offsets.to(grid)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

@@ -75,11 +75,6 @@ class DigitCNN(nn.Module):
         return self.classifier(self.features(images))
 
 
-def pick_device() -> torch.device:
-    """A GPU when there is one, else the CPU; nothing here needs a GPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 # CPU flags (Linux /proc/cpuinfo) of bfloat16 arithmetic in hardware: AVX-512 BF16 and AMX on
 # x86, the BF16 extension on Arm. oneDNN also "supports" bf16 on plain AVX-512 by emulating it,
 # which is slower than fp32, so its own check is not enough.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -24,9 +25,10 @@ from pipeline import calibration
 from pipeline.checkpoint import Checkpoint, fingerprint
 from pipeline.cli import parse_stage_args
 from pipeline.data import data_version, load_split, split_path
+from pipeline.distributed import SINGLE, Cluster, join, launch, leave, under_torchrun
 from pipeline.export import export_onnx
 from pipeline.io import atomic_file, write_json
-from pipeline.model import DigitCNN, pick_device, predict_logits, save_checkpoint
+from pipeline.model import DigitCNN, predict_logits, save_checkpoint
 from pipeline.params import TrainParams
 from pipeline.tracking import configure_mlflow, git_commit, log_dataset, log_onnx_model
 from pipeline.training import EpochResult, FitResult, fit, use_bf16
@@ -109,13 +111,31 @@ def resumable_run(checkpoint: Checkpoint) -> str | None:
     return run_id
 
 
-def train(params: TrainParams, settings: MlflowSettings) -> FitResult:
-    """Train and track one run; write the stage outputs."""
-    device = pick_device()
+def train(
+    params: TrainParams,
+    settings: MlflowSettings,
+    cluster: Cluster = SINGLE,
+    device: torch.device | None = None,
+) -> FitResult | None:
+    """Train and track one run; write the stage outputs. In a distributed run the processes
+    other than the main one only train their shard: no MLflow, no outputs."""
+    device = device or join()[1]
     train_split, val_split = (
         load_split(params.data_dir, "train"),
         load_split(params.data_dir, "val"),
     )
+    data = data_version(params.data_dir)
+    hyperparameters = params.model_dump(mode="json", exclude=PATH_FIELDS | {"resume"})
+    checkpoint = Checkpoint(params.checkpoint_path, fingerprint(hyperparameters, data))
+    if not cluster.is_main:
+        return fit(
+            params,
+            train_split,
+            val_split,
+            device,
+            checkpoint=checkpoint if params.resume else None,
+            cluster=cluster,
+        )
     experiment_id = configure_mlflow(settings)
     started = time.perf_counter()
 
@@ -135,9 +155,6 @@ def train(params: TrainParams, settings: MlflowSettings) -> FitResult:
             }
         mlflow.log_metrics(metrics, step=result.epoch)
 
-    data = data_version(params.data_dir)
-    hyperparameters = params.model_dump(mode="json", exclude=PATH_FIELDS | {"resume"})
-    checkpoint = Checkpoint(params.checkpoint_path, fingerprint(hyperparameters, data))
     if not params.resume:
         checkpoint.clear()
     resumed_run_id = resumable_run(checkpoint)
@@ -159,8 +176,15 @@ def train(params: TrainParams, settings: MlflowSettings) -> FitResult:
             path = split_path(params.data_dir, split)
             log_dataset(path, split, images.numpy(), labels.numpy(), data)
         result = fit(
-            params, train_split, val_split, device, on_epoch=log_epoch, checkpoint=checkpoint
+            params,
+            train_split,
+            val_split,
+            device,
+            on_epoch=log_epoch,
+            checkpoint=checkpoint,
+            cluster=cluster,
         )
+        assert result is not None  # the main process gets the result
         seconds = time.perf_counter() - started
         metadata, calibrated = calibrate(result.model, val_split, params)
         log.info(
@@ -198,7 +222,15 @@ def train(params: TrainParams, settings: MlflowSettings) -> FitResult:
 
 
 def main(argv: list[str] | None = None) -> None:
-    train(parse_stage_args(__doc__ or "", argv).train, MlflowSettings())
+    params = parse_stage_args(__doc__ or "", argv).train
+    if params.processes > 1 and not under_torchrun():
+        launch(params.processes, "pipeline.train", sys.argv[1:] if argv is None else argv)
+        return
+    cluster, device = join()
+    try:
+        train(params, MlflowSettings(), cluster, device)
+    finally:
+        leave()
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -18,6 +19,7 @@ from tqdm import tqdm
 
 from pipeline.augment import augment
 from pipeline.checkpoint import Checkpoint
+from pipeline.distributed import SINGLE, Cluster
 from pipeline.imaging import normalize, to_unit
 from pipeline.model import DigitCNN, native_bf16, predict_logits
 from pipeline.params import TrainParams
@@ -76,31 +78,53 @@ def evaluate_logits(
     return loss, accuracy
 
 
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """The seed of one process's random draws in one epoch: a resumed or distributed run draws
+    exactly what an uninterrupted one would, with no random state to carry over."""
+    return seed * 1_000_003 + epoch * 1_009 + rank
+
+
+def shard(order: torch.Tensor, cluster: Cluster) -> torch.Tensor:
+    """This process's share of an epoch's shuffled order, equal for every process (a few images
+    an epoch are left out when the count does not divide, as DistributedSampler does)."""
+    usable = len(order) - len(order) % cluster.world_size
+    return order[cluster.rank : usable : cluster.world_size]
+
+
 def _train_epoch(
-    model: nn.Module,
+    network: nn.Module,
     ema: AveragedModel | None,
     optimizer: torch.optim.Optimizer,
     schedule: torch.optim.lr_scheduler.LRScheduler,
     train: tuple[torch.Tensor, torch.Tensor],
     params: TrainParams,
-    generator: torch.Generator,
-    description: str,
+    epoch: int,
+    cluster: Cluster,
 ) -> tuple[float, float]:
-    """One pass over the shuffled, freshly augmented training set; returns the mean plain
-    cross-entropy and the mean objective (with label smoothing)."""
-    device = next(model.parameters()).device
+    """One pass over the shuffled, freshly augmented training set (this process's shard of it);
+    returns the mean plain cross-entropy and the mean objective (with label smoothing) over
+    all processes."""
+    device = next(network.parameters()).device
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(params, device))
     images, labels = train
-    order = torch.randperm(len(labels), generator=generator)
-    total_loss = total_objective = 0.0
-    model.train()
+    order = torch.randperm(
+        len(labels), generator=torch.Generator().manual_seed(params.seed + epoch)
+    )
+    generator = torch.Generator().manual_seed(epoch_seed(params.seed, epoch, cluster.rank))
+    torch.manual_seed(epoch_seed(params.seed, epoch, cluster.rank))  # dropout
+    # Every process takes batch_size / N images a step: the global batch, and so the schedule
+    # and every hyperparameter, stay those of one process.
+    batches = shard(order, cluster).split(max(1, params.batch_size // cluster.world_size))
+    totals = torch.zeros(3, dtype=torch.float64)  # plain loss, objective, images
+    network.train()
     # A bar in a terminal; in logs (CI, redirected output) the per-epoch line is the progress.
-    bar = tqdm(order.split(params.batch_size), desc=description, leave=False, disable=None)
+    description = f"epoch {epoch}/{params.epochs}"
+    bar = tqdm(batches, desc=description, leave=False, disable=None if cluster.is_main else True)
     for index in bar:
         batch = augment(to_unit(images[index]), params.augment, generator)
         batch = normalize(batch).to(device, memory_format=torch.channels_last)
         with autocast:
-            logits = model(batch)
+            logits = network(batch)
         targets = labels[index].to(device)
         loss = F.cross_entropy(logits.float(), targets, label_smoothing=params.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
@@ -108,13 +132,18 @@ def _train_epoch(
         optimizer.step()
         schedule.step()
         if ema is not None:
-            ema.update_parameters(model)
+            ema.update_parameters(network.module if cluster.distributed else network)
         with torch.no_grad():
             plain = F.cross_entropy(logits.float(), targets) if params.label_smoothing else loss
-        total_loss += plain.item() * len(index)
-        total_objective += loss.item() * len(index)
+        totals += torch.tensor([plain.item() * len(index), loss.item() * len(index), len(index)])
         bar.set_postfix(loss=f"{plain.item():.4f}")
-    return total_loss / len(labels), total_objective / len(labels)
+    if cluster.distributed:
+        log.info(
+            "rank %d/%d trained on %d images in epoch %d",
+            cluster.rank, cluster.world_size, int(totals[2]), epoch,
+        )  # fmt: skip
+        dist.all_reduce(totals)
+    return (totals[0] / totals[2]).item(), (totals[1] / totals[2]).item()
 
 
 def fit(
@@ -124,7 +153,8 @@ def fit(
     device: torch.device,
     on_epoch: Callable[[EpochResult], None] = lambda result: None,
     checkpoint: Checkpoint | None = None,
-) -> FitResult:
+    cluster: Cluster = SINGLE,
+) -> FitResult | None:
     """Train for `params.epochs` and return the weights of the best epoch by validation accuracy.
 
     With `ema_decay`, an exponential moving average of the weights (BatchNorm statistics
@@ -133,23 +163,32 @@ def fit(
     its random start.
 
     With a `checkpoint`, the whole state is saved after every epoch and a run of the same
-    configuration resumes after the last saved epoch (with the same random streams, so it ends
-    where an uninterrupted run would); the file is removed once training is complete.
+    configuration resumes after the last saved epoch (every epoch's random draws are seeded by
+    its number, so it ends where an uninterrupted run would); the file is removed once training
+    is complete.
+
+    In a distributed run (`cluster`), every process trains its shard and gradients are averaged;
+    only the main process validates, keeps the best epoch and checkpoints, and only it gets a
+    result (the others get None).
     """
     torch.manual_seed(params.seed)
-    generator = torch.Generator().manual_seed(params.seed)
     model = build_model(params).to(device, memory_format=torch.channels_last)
+    network: nn.Module = model
+    if cluster.distributed:
+        device_ids = [device.index] if device.type == "cuda" else None
+        network = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=params.max_lr, weight_decay=params.weight_decay
     )
+    per_process = len(train[1]) // cluster.world_size
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
         max_lr=params.max_lr,
         epochs=params.epochs,
-        steps_per_epoch=-(-len(train[1]) // params.batch_size),
+        steps_per_epoch=-(-per_process // max(1, params.batch_size // cluster.world_size)),
     )
     ema = None
-    if params.ema_decay:
+    if params.ema_decay and cluster.is_main:
         average = get_ema_multi_avg_fn(params.ema_decay)
         ema = AveragedModel(model, multi_avg_fn=average, use_buffers=True)
     history: list[EpochResult] = []
@@ -162,17 +201,16 @@ def fit(
         schedule.load_state_dict(saved["schedule"])
         if ema is not None:
             ema.load_state_dict(saved["ema"])
-        generator.set_state(saved["generator"])
-        torch.set_rng_state(saved["torch_rng"])
         history = [EpochResult(**result) for result in saved["history"]]
         best, best_state = EpochResult(**saved["best"]), saved["best_state"]
         log.info("Resuming after epoch %d from %s", len(history), checkpoint.path)
     for epoch in range(len(history) + 1, params.epochs + 1):
         started = time.perf_counter()
-        description = f"epoch {epoch}/{params.epochs}"
         train_loss, train_objective = _train_epoch(
-            model, ema, optimizer, schedule, train, params, generator, description
+            network, ema, optimizer, schedule, train, params, epoch, cluster
         )
+        if not cluster.is_main:
+            continue
         val_loss, val_accuracy = evaluate_logits(model, *val)
         ema_loss, ema_accuracy = evaluate_logits(ema.module, *val) if ema else (math.nan, math.nan)
         # Loss rather than accuracy decides between the two: on 5k images their accuracies
@@ -207,13 +245,13 @@ def fit(
                     "optimizer": optimizer.state_dict(),
                     "schedule": schedule.state_dict(),
                     "ema": ema.state_dict() if ema is not None else None,
-                    "generator": generator.get_state(),
-                    "torch_rng": torch.get_rng_state(),
                     "history": [dataclasses.asdict(r) for r in history],
                     "best": dataclasses.asdict(best),
                     "best_state": best_state,
                 }
             )
+    if not cluster.is_main:
+        return None
     assert best is not None  # epochs > 0 is validated by the params model
     if checkpoint is not None:
         checkpoint.clear()
