@@ -25,6 +25,15 @@ SEED_IMAGES = PROJECT_ROOT / "tests" / "data"
 STAGES = (download, preprocess, train, evaluate, register)
 
 
+def api_env_names() -> set[str]:
+    """The environment variables the API reads: its settings, and where `python -m serving`
+    listens (MLflow's own MLFLOW_* variables come on top)."""
+    from serving.settings import ServingSettings
+
+    fields = ServingSettings.model_fields.values()
+    return {field.validation_alias for field in fields} | {"HOST", "PORT"}
+
+
 def run_pipeline(params_file: Path, *overrides: str) -> None:
     """Run every stage in-process, as `dvc repro` would, with `-S` overrides."""
     argv = ["--params", str(params_file)]
