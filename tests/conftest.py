@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -13,13 +16,22 @@ import pytest
 import uvicorn
 import yaml
 
-from bench.loadgen import free_port
+from bench.loadgen import free_port, wait_until_ready
 from pipeline import download, evaluate, preprocess, register, train
 from tests.synthetic import write_mnist_dir
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SEED_IMAGES = PROJECT_ROOT / "tests" / "data"
 STAGES = (download, preprocess, train, evaluate, register)
+
+
+def api_env_names() -> set[str]:
+    """The environment variables the API reads: its settings, and where `python -m serving`
+    listens (MLflow's own MLFLOW_* variables come on top)."""
+    from serving.settings import ServingSettings
+
+    fields = ServingSettings.model_fields.values()
+    return {field.validation_alias for field in fields} | {"HOST", "PORT"}
 
 
 def run_pipeline(params_file: Path, *overrides: str) -> None:
@@ -29,6 +41,32 @@ def run_pipeline(params_file: Path, *overrides: str) -> None:
         argv += ["-S", override]
     for stage in STAGES:
         stage.main(argv)
+
+
+@contextlib.contextmanager
+def mlflow_server(backend_store_uri: str, root: Path) -> Iterator[str]:
+    """A real `mlflow server` on a free loopback port, keeping runs and the registry in
+    `backend_store_uri` and proxying artifacts into `root/artifacts`; yields its URL and stops it
+    on exit. Its output goes to `root/server.log`."""
+    port = free_port()
+    command = [
+        str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
+        "--port", str(port), "--backend-store-uri", backend_store_uri, "--serve-artifacts",
+        "--artifacts-destination", str(root / "artifacts"), "--workers", "1",
+    ]  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    with (root / "server.log").open("w") as log:
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_until_ready(f"{url}/health", server, timeout=120, log=root / "server.log")
+            yield url
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,8 @@
-"""The same code against a real `mlflow server` (on loopback), chosen by MLFLOW_TRACKING_URI."""
+"""The same code against a real `mlflow server` (on loopback, SQLite behind it), chosen by
+MLFLOW_TRACKING_URI. `test_postgres_stack.py` does it with PostgreSQL and two API processes."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,10 +11,9 @@ import yaml
 from fastapi.testclient import TestClient
 from mlflow.tracking import MlflowClient
 
-from bench.loadgen import free_port, wait_until_ready
 from serving.app import create_app
 from serving.settings import ServingSettings
-from tests.conftest import SEED_IMAGES, run_pipeline, tiny_params
+from tests.conftest import SEED_IMAGES, mlflow_server, run_pipeline, tiny_params
 
 pytestmark = pytest.mark.slow
 
@@ -23,22 +21,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def tracking_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    command = [
-        str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
-        "--port", str(port), "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
-        "--artifacts-destination", str(root / "artifacts"), "--workers", "1",
-    ]  # fmt: skip
-    log = (root / "server.log").open("w")
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(f"{url}/health", server, timeout=90, log=root / "server.log")
+    with mlflow_server(f"sqlite:///{root / 'server.db'}", root) as url:
         yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        log.close()
 
 
 def test_pipeline_and_api_against_a_tracking_server(
