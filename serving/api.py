@@ -124,6 +124,7 @@ async def model_info(service: ServiceDep, served: ModelDep) -> ModelInfo:
         alias=served.alias,
         version=served.version,
         run_id=served.run_id,
+        source=served.source,
         loaded_at=served.loaded_at,
         alias_version=service.store.alias_version,
         problem=service.store.problem,
