@@ -1,24 +1,58 @@
-# The API image: serves models:/mnist-cnn@production from the MLflow server named by
-# MLFLOW_TRACKING_URI. It installs `.[serve]` only: ONNX Runtime and MLflow's client, no torch.
-# Build: docker build -t mnist-api .
-# Run:   docker run -p 8080:8080 -e MLFLOW_TRACKING_URI=http://mlflow:5000 mnist-api
-FROM python:3.11-slim
+# The API image: `.[serve]` only (ONNX Runtime, FastAPI, MLflow's client; no torch). It serves
+# models:/mnist-cnn@production from the MLflow server named by MLFLOW_TRACKING_URI, or, built as
+# the `baked` target, a model copied into the image, with no registry at all.
+#   docker build -t mnist-api .
+#   docker run -p 8080:8080 -e MLFLOW_TRACKING_URI=http://mlflow:5000 mnist-api
+#   docker build --target baked -t mnist-api:baked .   # serves models/model.onnx
+# Any base with Python 3.11+ will do (CI builds on a Debian one: deploy/container.py).
+ARG BASE_IMAGE=python:3.11-slim
 
-ENV PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
+FROM ${BASE_IMAGE} AS builder
+ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    HOST=0.0.0.0 \
-    PORT=8080
-
-WORKDIR /app
-COPY pyproject.toml README.md ./
+    PYTHONDONTWRITEBYTECODE=1
+WORKDIR /src
+# The dependencies first, read from pyproject.toml, so that editing the code reuses this layer.
+# pip's settings for a private index or a TLS-intercepting proxy come as secrets, which stay out
+# of the image: --secret id=pip.conf,src=FILE (and the CA bundle it names: id=ca.pem,src=FILE).
+COPY pyproject.toml ./
+RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf \
+    --mount=type=secret,id=ca.pem \
+    python3 -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb')); \
+print(*p['build-system']['requires'], *p['project']['dependencies'], \
+*p['project']['optional-dependencies']['serve'], sep='\n')" > requirements.txt \
+    && python3 -m venv /opt/venv \
+    && /opt/venv/bin/pip install --requirement requirements.txt
+COPY README.md ./
 COPY mnist_core ./mnist_core
 COPY serving ./serving
-RUN pip install "./[serve]" && useradd --create-home --uid 10001 app
+# The package alone, then what only building needed (pip itself included) leaves the venv.
+RUN /opt/venv/bin/pip install --no-deps --no-build-isolation . \
+    && /opt/venv/bin/pip uninstall --yes setuptools pip
 
-USER 10001
+FROM ${BASE_IMAGE} AS runtime
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOST=0.0.0.0 \
+    PORT=8080
+RUN useradd --uid 10001 --user-group --create-home app
+COPY --from=builder /opt/venv /opt/venv
+WORKDIR /app
+USER 10001:10001
+# `python -m serving` listens on $HOST:$PORT (Cloud Run sets PORT).
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(f\"http://127.0.0.1:{os.environ['PORT']}/health\", timeout=4)"]
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(f\"http://127.0.0.1:{os.environ['PORT']}/ready\", timeout=4)"]
 CMD ["python", "-m", "serving"]
+
+# The registry-free image: MODEL (an ONNX file, or an MLflow model directory such as
+# `mlflow artifacts download -u models:/mnist-cnn@production -d models/production` writes)
+# is served for good, and the registry is never contacted.
+FROM runtime AS baked
+ARG MODEL=models/model.onnx
+COPY ${MODEL} /app/model
+ENV MNIST_MODEL_PATH=/app/model
+
+# The default target: the image that follows the registry.
+FROM runtime

@@ -131,6 +131,7 @@ async def model_info(service: ServiceDep, served: ModelDep) -> ModelInfo:
         alias=served.alias,
         version=served.version,
         run_id=served.run_id,
+        source=served.source,
         loaded_at=served.loaded_at,
         temperature=served.classifier.metadata.temperature,
         uncertain_below=uncertain_below(served, service),

@@ -150,7 +150,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus_metrics() -> Response:
-        if store.current is not None:
+        # A local model file's version is a digest, not a number: it has no gauge value.
+        if store.current is not None and store.current.version.isdigit():
             metrics.model_version.clear()
             metrics.model_version.labels(settings.model_name, settings.model_alias).set(
                 float(store.current.version)

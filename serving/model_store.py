@@ -1,8 +1,11 @@
-"""The served model: loaded from the registry alias as ONNX, swapped when the alias moves."""
+"""The served model: loaded from the registry alias as ONNX, swapped when the alias moves; or,
+with `MNIST_MODEL_PATH`, one local model file loaded once (a model baked into an image)."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
 import logging
 import tempfile
 import time
@@ -28,14 +31,27 @@ class ModelFormatError(RuntimeError):
 
 @dataclass(frozen=True)
 class ServedModel:
-    """One registered version, immutable: a request keeps the snapshot it started with."""
+    """One registered version (or the local model file), immutable: a request keeps the snapshot
+    it started with."""
 
     name: str
-    alias: str
+    alias: str | None  # None: a local file, no registry
     version: str
-    run_id: str
+    run_id: str | None
+    source: str  # the registry URI or the local path it was loaded from
     classifier: DigitClassifier = field(repr=False)
     loaded_at: float = field(default_factory=time.time)
+
+
+def _onnx_flavor_file(directory: Path, mlmodel: dict, described_as: str) -> Path:
+    """The ONNX file of an MLflow model directory, named by its MLmodel's `onnx` flavor."""
+    flavor = mlmodel.get("flavors", {}).get("onnx")
+    if flavor is None:
+        raise ModelFormatError(
+            f"{described_as} has no ONNX flavor (it was logged by older training code); "
+            "retrain it with `dvc repro` or promote an ONNX version"
+        )
+    return directory / flavor["data"]
 
 
 def read_onnx_model(name: str, version: str, tracking_uri: str) -> bytes:
@@ -52,13 +68,17 @@ def read_onnx_model(name: str, version: str, tracking_uri: str) -> bytes:
         )
         # The MLmodel file read as YAML: `mlflow.models` would import pandas, which the API's
         # MLflow client (mlflow-skinny) does without.
-        flavor = yaml.safe_load((local / "MLmodel").read_text()).get("flavors", {}).get("onnx")
-        if flavor is None:
-            raise ModelFormatError(
-                f"{name} version {version} has no ONNX flavor (it was logged by older training "
-                "code); retrain it with `dvc repro` or promote an ONNX version"
-            )
-        return (local / flavor["data"]).read_bytes()
+        mlmodel = yaml.safe_load((local / "MLmodel").read_text())
+        return _onnx_flavor_file(local, mlmodel, f"{name} version {version}").read_bytes()
+
+
+def read_local_model(path: Path) -> tuple[bytes, str | None]:
+    """An ONNX file, or the ONNX file of an MLflow model directory (as `mlflow artifacts
+    download` writes it) with the training run its MLmodel names."""
+    if not path.is_dir():
+        return path.read_bytes(), None
+    mlmodel = yaml.safe_load((path / "MLmodel").read_text())
+    return _onnx_flavor_file(path, mlmodel, str(path)).read_bytes(), mlmodel.get("run_id")
 
 
 class ModelStore:
@@ -69,6 +89,9 @@ class ModelStore:
     no exception text: those go to the log). A version that fails to load is retried with an
     exponential backoff while the previous version goes on serving. When the alias is deleted,
     the loaded version goes on serving and `problem` says so.
+
+    With `model_path` set, that file is loaded by the first `refresh` and served for good: the
+    registry is never contacted, and a file that cannot be loaded stops the start.
     """
 
     def __init__(self, settings: ServingSettings) -> None:
@@ -76,15 +99,38 @@ class ModelStore:
         self.current: ServedModel | None = None
         self.alias_version: str | None = None  # where the alias pointed at the last check
         self.problem: str | None = "the model has not been loaded yet"
-        self._client = MlflowClient(tracking_uri=settings.tracking_uri)
         self._failed: tuple[str, int, float] | None = None  # version, failures, retry after
+
+    @functools.cached_property
+    def _client(self) -> MlflowClient:
+        return MlflowClient(tracking_uri=self.settings.tracking_uri)
+
+    def _classifier(self, onnx_model: bytes) -> DigitClassifier:
+        threads = self.settings.inference_threads or default_threads(self.settings.workers)
+        return DigitClassifier(onnx_model, threads=threads)
 
     def _load(self, version: str, run_id: str) -> ServedModel:
         name = self.settings.model_name
         onnx_model = read_onnx_model(name, version, self.settings.tracking_uri)
-        threads = self.settings.inference_threads or default_threads(self.settings.workers)
-        classifier = DigitClassifier(onnx_model, threads=threads)
-        return ServedModel(name, self.settings.model_alias, version, run_id, classifier)
+        classifier = self._classifier(onnx_model)
+        uri = f"models:/{name}/{version}"
+        return ServedModel(name, self.settings.model_alias, version, run_id, uri, classifier)
+
+    def _load_file(self, path: Path) -> bool:
+        try:
+            onnx_model, run_id = read_local_model(path)
+            classifier = self._classifier(onnx_model)
+        except Exception as error:  # missing, unreadable, not ONNX: nothing to serve
+            raise ModelFormatError(
+                f"MNIST_MODEL_PATH={path} is not a loadable ONNX file or MLflow model directory "
+                f"with an ONNX flavor ({type(error).__name__}: {error})"
+            ) from error
+        # A file has no registry version: its content's digest names what made a prediction.
+        version = "sha256:" + hashlib.sha256(onnx_model).hexdigest()[:12]
+        self.current = ServedModel(path.name, None, version, run_id, str(path), classifier)
+        self.problem = None
+        log.info("Serving the model file %s (%s)", path, version)
+        return True
 
     def _serving_note(self) -> str:
         return f"; still serving version {self.current.version}" if self.current else ""
@@ -98,6 +144,8 @@ class ModelStore:
 
     def refresh(self) -> bool:
         """Load the aliased version if it is not the one being served; True when it changed."""
+        if self.settings.model_path is not None:
+            return self.current is None and self._load_file(self.settings.model_path)
         name, alias = self.settings.model_name, self.settings.model_alias
         try:
             target = self._client.get_model_version_by_alias(name, alias)
@@ -140,7 +188,8 @@ class ModelStore:
         return False
 
     async def poll(self) -> None:
-        """Follow the alias forever, checking every `poll_interval_seconds`."""
-        while True:
+        """Follow the alias forever, checking every `poll_interval_seconds` (a local model file
+        is not followed)."""
+        while self.settings.model_path is None:
             await asyncio.sleep(self.settings.poll_interval_seconds)
             await asyncio.to_thread(self.refresh)

@@ -49,10 +49,13 @@ class PixelsRequest(BaseModel):
 
 
 class ModelInfo(BaseModel):
-    name: str
-    alias: str
-    version: str
-    run_id: str
+    name: str = Field(description="the registered model's name, or the local model file's")
+    alias: str | None = Field(description="the alias served (null: a local file, MNIST_MODEL_PATH)")
+    version: str = Field(
+        description="the registry version, or `sha256:…` of a local file's ONNX model"
+    )
+    run_id: str | None = Field(description="the training run (null when a local file names none)")
+    source: str = Field(description="where it was loaded from: `models:/…` or a local path")
     loaded_at: float = Field(description="Unix time the version was loaded")
     temperature: float = Field(
         description="the calibration temperature fitted on validation data (1: none)"

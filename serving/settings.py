@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pathlib import Path
+
+from pydantic import Field, field_validator
 
 from mnist_core.settings import MlflowSettings
 
@@ -10,6 +12,9 @@ from mnist_core.settings import MlflowSettings
 class ServingSettings(MlflowSettings):
     """Registry settings shared with the pipeline, plus the API's own limits and tuning."""
 
+    # A model file served instead of the registry's alias (an ONNX file, or an MLflow model
+    # directory with an `onnx` flavor): loaded once at start, no registry, no polling.
+    model_path: Path | None = Field(default=None, validation_alias="MNIST_MODEL_PATH")
     poll_interval_seconds: float = Field(default=10.0, gt=0, validation_alias="MNIST_POLL_SECONDS")
     max_upload_bytes: int = Field(
         default=5 * 1024 * 1024, gt=0, validation_alias="MNIST_MAX_UPLOAD_BYTES"
@@ -47,3 +52,8 @@ class ServingSettings(MlflowSettings):
     inference_threads: int = Field(default=0, ge=0, validation_alias="MNIST_INFERENCE_THREADS")
     # Threads per worker that decode and preprocess uploads (off the event loop).
     decode_threads: int = Field(default=4, gt=0, validation_alias="MNIST_DECODE_THREADS")
+
+    @field_validator("model_path", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return value or None  # `MNIST_MODEL_PATH=` (empty): the registry, as when unset

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import uvicorn
 import yaml
+from mlflow.tracking import MlflowClient
 
 from bench.loadgen import free_port, wait_until_ready
 from pipeline import download, evaluate, preprocess, register, train
@@ -32,6 +33,14 @@ def api_env_names() -> set[str]:
 
     fields = ServingSettings.model_fields.values()
     return {field.validation_alias for field in fields} | {"HOST", "PORT"}
+
+
+def production_uri(tracking_uri: str, name: str = "mnist-cnn") -> str:
+    """Where the production version's model is stored, asked of this registry (MLflow resolves
+    a `models:/` URI against the process's default registry instead)."""
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    version = client.get_model_version_by_alias(name, "production").version
+    return client.get_model_version_download_uri(name, version)
 
 
 def run_pipeline(params_file: Path, *overrides: str) -> None:
