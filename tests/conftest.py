@@ -7,11 +7,13 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import mlflow
 import pytest
 import uvicorn
 import yaml
@@ -41,6 +43,17 @@ def production_uri(tracking_uri: str, name: str = "mnist-cnn") -> str:
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     version = client.get_model_version_by_alias(name, "production").version
     return client.get_model_version_download_uri(name, version)
+
+
+def download_production(tracking_uri: str, destination: Path) -> Path:
+    """The production version's MLflow model directory, downloaded to `destination`."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=destination.parent) as scratch:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=production_uri(tracking_uri), dst_path=scratch, tracking_uri=tracking_uri
+        )
+        Path(local).rename(destination)
+    return destination
 
 
 def run_pipeline(params_file: Path, *overrides: str) -> None:

@@ -21,7 +21,6 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-import mlflow
 import pytest
 from fastapi.testclient import TestClient
 
@@ -30,7 +29,7 @@ from deploy.container import build_image, image_size, make_base, podman
 from serving.app import create_app
 from serving.model_store import read_local_model
 from serving.settings import ServingSettings
-from tests.conftest import PROJECT_ROOT, SEED_IMAGES, production_uri
+from tests.conftest import PROJECT_ROOT, SEED_IMAGES, download_production
 from tests.test_dockerfile import copied_sources
 
 pytestmark = [pytest.mark.slow, pytest.mark.container]
@@ -72,10 +71,8 @@ def baked_image(
         source = PROJECT_ROOT / name
         copy = shutil.copytree if source.is_dir() else shutil.copy
         copy(source, context / name)
-    model = context / "models" / "production"
-    tracking_uri = trained_registry["MLFLOW_TRACKING_URI"]
-    mlflow.artifacts.download_artifacts(
-        artifact_uri=production_uri(tracking_uri), dst_path=str(model), tracking_uri=tracking_uri
+    model = download_production(
+        trained_registry["MLFLOW_TRACKING_URI"], context / "models" / "production"
     )
     base = make_base("mnist-base:test", storage_root=store)
     tag = build_image(

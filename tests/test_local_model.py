@@ -7,7 +7,6 @@ import asyncio
 import hashlib
 from pathlib import Path
 
-import mlflow
 import pytest
 from fastapi.testclient import TestClient
 from mlflow.tracking import MlflowClient
@@ -15,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from serving.app import create_app
 from serving.model_store import ModelFormatError, ModelStore, read_onnx_model
 from serving.settings import ServingSettings
-from tests.conftest import SEED_IMAGES, production_uri
+from tests.conftest import SEED_IMAGES, download_production
 
 SEVEN = (SEED_IMAGES / "num_7.png").read_bytes()
 
@@ -61,10 +60,7 @@ def test_mlflow_model_directory_is_served_with_its_run(
 ) -> None:
     uri = trained_registry["MLFLOW_TRACKING_URI"]
     production = MlflowClient(uri).get_model_version_by_alias("mnist-cnn", "production")
-    directory = tmp_path / "production"
-    mlflow.artifacts.download_artifacts(
-        artifact_uri=production_uri(uri), dst_path=str(directory), tracking_uri=uri
-    )
+    directory = download_production(uri, tmp_path / "production")
     with TestClient(create_app(local_settings(directory, tmp_path))) as client:
         info = client.get("/model").json()
         assert (info["source"], info["run_id"]) == (str(directory), production.run_id)
