@@ -168,6 +168,7 @@ def train(
                 "device": str(device),
                 "precision": "bf16" if use_bf16(params, device) else "fp32",
                 "torch_version": torch.__version__,
+                "world_size": str(cluster.world_size),
             }
         )
         mlflow.log_params(flat_params(params))

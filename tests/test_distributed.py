@@ -56,7 +56,7 @@ def test_train_stage_as_two_ddp_processes_logs_once(params_file: Path) -> None:
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert len(runs) == 1  # rank 1 logged nothing
     (run,) = runs
-    assert run.data.params["processes"] == "2"
+    assert run.data.params["processes"] == "2" and run.data.tags["world_size"] == "2"
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")]
     assert steps == list(range(1, epochs + 1))  # one value per epoch: rank 0 alone
     assert json.loads(params.run_info.read_text())["run_id"] == run.info.run_id
