@@ -89,13 +89,19 @@ def running(
         wait_until_ready(url + ready_path, process, timeout)
         yield Server(process, url, time.perf_counter() - started)
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_group(process)
+
+
+def stop_group(process: subprocess.Popen) -> None:
+    """Stop a process started with `start_new_session=True` and everything it started: SIGTERM,
+    then SIGKILL after 20 s."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def wrk(
@@ -146,6 +152,15 @@ def wrk(
         "p99_ms": round(summary["p99_us"] / 1000, 2),
         "errors": sum(summary["errors"].values()),  # socket errors, time-outs and non-2xx
     }
+
+
+def post_picture(url: str, filename: str, content: bytes, timeout: float = 30) -> dict:
+    """POST one picture as the multipart field `file` to `url`; the JSON answer (a 4xx or 5xx
+    raises `urllib.error.HTTPError`)."""
+    body, content_type = multipart([("file", filename, content)])
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": content_type})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.load(response)
 
 
 def multipart(files: list[tuple[str, str, bytes]]) -> tuple[bytes, str]:

@@ -56,6 +56,23 @@ def download_production(tracking_uri: str, destination: Path) -> Path:
     return destination
 
 
+def project_env(root: Path) -> dict[str, str]:
+    """The environment of a project copy at `root`: the venv's `python`/`dvc` first on PATH,
+    its own MLflow store, a git identity, no run inherited from `mlflow run`."""
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "MNIST_ARTIFACT_ROOT": str(root / "mlartifacts"),
+        "GIT_AUTHOR_NAME": "test",
+        "GIT_AUTHOR_EMAIL": "test@example.com",
+        "GIT_COMMITTER_NAME": "test",
+        "GIT_COMMITTER_EMAIL": "test@example.com",
+    }
+    env.pop("MLFLOW_RUN_ID", None)
+    return env
+
+
 def run_pipeline(params_file: Path, *overrides: str) -> None:
     """Run every stage in-process, as `dvc repro` would, with `-S` overrides."""
     argv = ["--params", str(params_file)]

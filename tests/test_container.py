@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import urllib.request
@@ -24,7 +23,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from bench.loadgen import free_port, wait_until_ready
+from bench.loadgen import free_port, post_picture, stop_group, wait_until_ready
 from deploy.container import build_image, image_size, make_base, podman
 from serving.app import create_app
 from serving.model_store import read_local_model
@@ -142,13 +141,7 @@ def running_image(store: Path, baked_image: tuple[str, Path]) -> Iterator[tuple[
             wait_until_ready(f"http://127.0.0.1:{port}/ready", process, timeout=90, log=log_path)
             yield f"http://127.0.0.1:{port}", process.pid, {**config, "root": root}
         finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+            stop_group(process)
 
 
 def get_json(url: str) -> dict:
@@ -168,22 +161,7 @@ def test_image_serves_the_baked_model_as_its_user(
     assert (info["source"], info["alias"], info["run_id"]) == ("/app/model", None, run_id)
 
     seven = (SEED_IMAGES / "num_7.png").read_bytes()
-    boundary = "container-test"
-    body = (
-        (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="7.png"\r\n'
-            "Content-Type: image/png\r\n\r\n"
-        ).encode()
-        + seven
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
-    request = urllib.request.Request(
-        f"{url}/predict",
-        data=body,
-        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        prediction = json.load(response)
+    prediction = post_picture(f"{url}/predict", "7.png", seven)
     # The tiny test model is barely trained: the check is that the image answers exactly what
     # the project's own app answers with the same model file on this machine.
     settings = ServingSettings(MNIST_MODEL_PATH=str(baked_image[1]))

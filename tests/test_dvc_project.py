@@ -7,11 +7,9 @@ import ast
 import csv
 import io
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,7 +17,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import PROJECT_ROOT, tiny_params
+from tests.conftest import PROJECT_ROOT, project_env, tiny_params
 
 pytestmark = pytest.mark.slow
 
@@ -45,17 +43,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, raw_mnist) -> tuple[Path, 
     params = tiny_params(*raw_mnist)
     params["evaluate"]["seed_images_dir"] = "tests/data"
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
-        "MNIST_ARTIFACT_ROOT": str(root / "mlartifacts"),
-        "GIT_AUTHOR_NAME": "test",
-        "GIT_AUTHOR_EMAIL": "test@example.com",
-        "GIT_COMMITTER_NAME": "test",
-        "GIT_COMMITTER_EMAIL": "test@example.com",
-    }
-    env.pop("MLFLOW_RUN_ID", None)
+    env = project_env(root)
     (root / ".gitignore").write_text("/mlflow.db\n/mlartifacts/\n")
     run(["git", "init", "-q"], root, env)
     run(["dvc", "init", "-q"], root, env)

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from mnist_core.classifier import DigitClassifier
 from pipeline.io import sha256_of
 from serving.model_store import read_onnx_model
-from tests.conftest import PROJECT_ROOT, tiny_params
+from tests.conftest import PROJECT_ROOT, project_env, tiny_params
 
 pytestmark = pytest.mark.slow
 
@@ -37,22 +35,6 @@ def run(args: list[str], cwd: Path, env: dict[str, str]) -> str:
     result = completed(args, cwd, env)
     assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout + result.stderr
-
-
-def clone_env(root: Path) -> dict[str, str]:
-    """The environment of a clone: the venv's `python`/`dvc` and the clone's own MLflow store."""
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
-        "MNIST_ARTIFACT_ROOT": str(root / "mlartifacts"),
-        "GIT_AUTHOR_NAME": "test",
-        "GIT_AUTHOR_EMAIL": "test@example.com",
-        "GIT_COMMITTER_NAME": "test",
-        "GIT_COMMITTER_EMAIL": "test@example.com",
-    }
-    env.pop("MLFLOW_RUN_ID", None)
-    return env
 
 
 def files_of(root: Path) -> dict[str, str]:
@@ -85,7 +67,7 @@ def pushed(tmp_path_factory: pytest.TempPathFactory, raw_mnist) -> dict[str, obj
     params = tiny_params(source, raw_mnist[1])
     params["evaluate"]["seed_images_dir"] = "tests/data"
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    env = clone_env(root)
+    env = project_env(root)
     run(["git", "init", "-q"], root, env)
     run(["dvc", "init", "-q"], root, env)
     shutil.copy(PROJECT_ROOT / ".dvc" / "config", root / ".dvc" / "config")  # the shipped config
@@ -107,7 +89,7 @@ def pushed(tmp_path_factory: pytest.TempPathFactory, raw_mnist) -> dict[str, obj
 
 def test_push_sends_every_cached_output_and_no_git_tracked_one(pushed) -> None:
     root, storage = pushed["root"], pushed["storage"]
-    env = clone_env(root)
+    env = project_env(root)
     assert "files pushed" in pushed["push_output"], pushed["push_output"]
     in_sync = run(["dvc", "status", "--cloud", "--json"], root, env)
     assert json.loads(in_sync) == {}, in_sync
@@ -124,7 +106,7 @@ def test_push_sends_every_cached_output_and_no_git_tracked_one(pushed) -> None:
 
 def test_a_clone_pulls_the_outputs_and_does_not_train_again(pushed, tmp_path: Path) -> None:
     clone = tmp_path / "b"
-    env = clone_env(clone)
+    env = project_env(clone)
     run(["git", "clone", "-q", str(pushed["root"]), str(clone)], tmp_path, env)
     assert not (clone / "models" / "model.onnx").exists()
     assert "storage" in run(["dvc", "remote", "list"], clone, env)  # committed in .dvc/config
@@ -160,7 +142,7 @@ def test_a_clone_pulls_the_outputs_and_does_not_train_again(pushed, tmp_path: Pa
 
 def test_pull_without_a_remote_says_how_to_set_one(pushed, tmp_path: Path) -> None:
     clone = tmp_path / "c"
-    env = clone_env(clone)
+    env = project_env(clone)
     run(["git", "clone", "-q", str(pushed["root"]), str(clone)], tmp_path, env)
     run(["dvc", "remote", "remove", "storage"], clone, env)
 
@@ -177,7 +159,7 @@ def test_pull_from_a_remote_that_lacks_the_data_names_the_missing_outputs(
     pushed, tmp_path: Path
 ) -> None:
     clone = tmp_path / "d"
-    env = clone_env(clone)
+    env = project_env(clone)
     run(["git", "clone", "-q", str(pushed["root"]), str(clone)], tmp_path, env)
     empty = tmp_path / "empty-storage"
     empty.mkdir()

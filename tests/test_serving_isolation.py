@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from bench.loadgen import free_port, wait_until_ready
+from bench.loadgen import free_port, post_picture, wait_until_ready
 from tests.conftest import PROJECT_ROOT, SEED_IMAGES
 
 # (scipy is left out: MLflow imports it whenever it is installed, as it is in the dev set-up; the
@@ -72,23 +71,9 @@ def test_serve_extra_installs_and_serves_without_torch(
     )
     try:
         wait_until_ready(f"http://127.0.0.1:{port}/ready", server, timeout=60)
-        boundary = "b0undary"
-        body = (
-            (
-                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
-                'filename="num_7.png"\r\nContent-Type: image/png\r\n\r\n'
-            ).encode()
-            + (SEED_IMAGES / "num_7.png").read_bytes()
-            + f"\r\n--{boundary}--\r\n".encode()
-        )
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/predict",
-            data=body,
-            headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            assert response.status == 200
-            assert b'"model_version"' in response.read()
+        seven = (SEED_IMAGES / "num_7.png").read_bytes()
+        answer = post_picture(f"http://127.0.0.1:{port}/predict", "num_7.png", seven)
+        assert answer["model_version"] and 0 <= answer["digit"] <= 9
     finally:
         server.terminate()
         server.wait(timeout=30)
