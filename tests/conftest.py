@@ -124,7 +124,9 @@ def tiny_params(raw_dir: Path, checksums: dict[str, str]) -> dict:
         epochs=2, batch_size=32, channels=[8, 16, 16], hidden_units=32, ema_decay=0.9
     )
     params["evaluate"]["seed_images_dir"] = str(SEED_IMAGES)
-    params["register"].update(min_test_accuracy=0.0, min_seed_accuracy=0.0)
+    params["register"].update(
+        min_test_accuracy=0.0, min_seed_accuracy=0.0, min_real_pictures_accuracy=0.0
+    )
     return params
 
 
