@@ -34,7 +34,7 @@ test: setup
 lint: setup
 	ruff check .
 	ruff format --check .
-	hadolint Dockerfile
+	hadolint Dockerfile deploy/mlflow.Dockerfile
 
 ui: setup
 	mlflow ui --backend-store-uri sqlite:///mlflow.db --host $(HOST)
