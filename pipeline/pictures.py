@@ -21,7 +21,7 @@ import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from mnist_core.imaging import EmptyImageError, to_mnist
+from mnist_core.imaging import IMAGE_SIZE, EmptyImageError, to_mnist
 
 FONTS = (
     "DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSans-Oblique.ttf", "DejaVuSansMono.ttf",
@@ -230,4 +230,5 @@ def preprocess(pictures: Iterator[Picture]) -> Preprocessed:
             continue
         labels.append(-1 if picture.label is None else picture.label)
         kinds.append(picture.kind)
-    return Preprocessed(np.stack(images), np.array(labels), kinds, rejected)
+    stacked = np.stack(images) if images else np.empty((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
+    return Preprocessed(stacked, np.array(labels, dtype=int), kinds, rejected)

@@ -10,7 +10,6 @@ import csv
 import dataclasses
 import logging
 import sys
-import time
 from pathlib import Path
 
 import mlflow
@@ -25,7 +24,7 @@ from pipeline import calibration
 from pipeline.checkpoint import Checkpoint, fingerprint
 from pipeline.cli import parse_stage_args
 from pipeline.data import data_version, load_split, split_path
-from pipeline.distributed import SINGLE, Cluster, join, launch, leave, under_torchrun
+from pipeline.distributed import Cluster, join, launch, leave, under_torchrun
 from pipeline.export import export_onnx
 from pipeline.io import atomic_file, write_json
 from pipeline.model import DigitCNN, predict_logits, save_checkpoint
@@ -112,32 +111,21 @@ def resumable_run(checkpoint: Checkpoint) -> str | None:
 
 
 def train(
-    params: TrainParams,
-    settings: MlflowSettings,
-    cluster: Cluster = SINGLE,
-    device: torch.device | None = None,
+    params: TrainParams, settings: MlflowSettings, cluster: Cluster, device: torch.device
 ) -> FitResult | None:
     """Train and track one run; write the stage outputs. In a distributed run the processes
     other than the main one only train their shard: no MLflow, no outputs."""
-    device = device or join()[1]
     train_split, val_split = (
         load_split(params.data_dir, "train"),
         load_split(params.data_dir, "val"),
     )
     data = data_version(params.data_dir)
+    if not cluster.is_main:  # the main process reads the checkpoint and hands it over
+        return fit(params, train_split, val_split, device, cluster=cluster)
     hyperparameters = params.model_dump(mode="json", exclude=PATH_FIELDS | {"resume"})
-    checkpoint = Checkpoint(params.checkpoint_path, fingerprint(hyperparameters, data))
-    if not cluster.is_main:
-        return fit(
-            params,
-            train_split,
-            val_split,
-            device,
-            checkpoint=checkpoint if params.resume else None,
-            cluster=cluster,
-        )
+    identity = {**hyperparameters, "world_size": cluster.world_size}
+    checkpoint = Checkpoint(params.checkpoint_path, fingerprint(identity, data))
     experiment_id = configure_mlflow(settings)
-    started = time.perf_counter()
 
     def log_epoch(result: EpochResult) -> None:
         metrics = {
@@ -186,7 +174,7 @@ def train(
             cluster=cluster,
         )
         assert result is not None  # the main process gets the result
-        seconds = time.perf_counter() - started
+        seconds = sum(r.seconds for r in result.history)  # every epoch, resumed ones too
         metadata, calibrated = calibrate(result.model, val_split, params)
         log.info(
             "temperature %.3f: validation ECE %.4f → %.4f; `uncertain` below %.3f",

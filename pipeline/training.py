@@ -107,15 +107,16 @@ def _train_epoch(
     device = next(network.parameters()).device
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(params, device))
     images, labels = train
-    order = torch.randperm(
-        len(labels), generator=torch.Generator().manual_seed(params.seed + epoch)
-    )
-    generator = torch.Generator().manual_seed(epoch_seed(params.seed, epoch, cluster.rank))
-    torch.manual_seed(epoch_seed(params.seed, epoch, cluster.rank))  # dropout
+    # The order is the same in every process; augmentation and dropout draw their own.
+    shuffle = torch.Generator().manual_seed(epoch_seed(params.seed, epoch))
+    order = torch.randperm(len(labels), generator=shuffle)
+    generator = torch.Generator().manual_seed(epoch_seed(params.seed, epoch, 1 + cluster.rank))
+    torch.manual_seed(epoch_seed(params.seed, epoch, 1 + cluster.rank))  # dropout
     # Every process takes batch_size / N images a step: the global batch, and so the schedule
     # and every hyperparameter, stay those of one process.
     batches = shard(order, cluster).split(max(1, params.batch_size // cluster.world_size))
-    totals = torch.zeros(3, dtype=torch.float64)  # plain loss, objective, images
+    # On the training device: NCCL reduces CUDA tensors only.
+    totals = torch.zeros(3, dtype=torch.float64, device=device)  # plain loss, objective, images
     network.train()
     # A bar in a terminal; in logs (CI, redirected output) the per-epoch line is the progress.
     description = f"epoch {epoch}/{params.epochs}"
@@ -135,7 +136,9 @@ def _train_epoch(
             ema.update_parameters(network.module if cluster.distributed else network)
         with torch.no_grad():
             plain = F.cross_entropy(logits.float(), targets) if params.label_smoothing else loss
-        totals += torch.tensor([plain.item() * len(index), loss.item() * len(index), len(index)])
+        totals += torch.tensor(
+            [plain.item() * len(index), loss.item() * len(index), len(index)], device=device
+        )
         bar.set_postfix(loss=f"{plain.item():.4f}")
     if cluster.distributed:
         log.info(
@@ -171,12 +174,13 @@ def fit(
     only the main process validates, keeps the best epoch and checkpoints, and only it gets a
     result (the others get None).
     """
+    if cluster.distributed and params.batch_size % cluster.world_size:
+        raise ValueError(
+            f"train.batch_size ({params.batch_size}) must be a multiple of the number of "
+            f"processes ({cluster.world_size}): each process takes an equal share of a batch"
+        )
     torch.manual_seed(params.seed)
     model = build_model(params).to(device, memory_format=torch.channels_last)
-    network: nn.Module = model
-    if cluster.distributed:
-        device_ids = [device.index] if device.type == "cuda" else None
-        network = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=params.max_lr, weight_decay=params.weight_decay
     )
@@ -185,7 +189,7 @@ def fit(
         optimizer,
         max_lr=params.max_lr,
         epochs=params.epochs,
-        steps_per_epoch=-(-per_process // max(1, params.batch_size // cluster.world_size)),
+        steps_per_epoch=-(-per_process // (params.batch_size // cluster.world_size)),
     )
     ema = None
     if params.ema_decay and cluster.is_main:
@@ -194,16 +198,27 @@ def fit(
     history: list[EpochResult] = []
     best: EpochResult | None = None
     best_state: dict[str, torch.Tensor] = {}
-    saved = checkpoint.load() if checkpoint else None
+    # The main process reads the checkpoint and hands it to the others (they may not share its
+    # disk), before DDP is set up, so every process resumes from the same state.
+    saved = checkpoint.load() if checkpoint and cluster.is_main else None
+    if cluster.distributed:
+        box = [saved]
+        dist.broadcast_object_list(box, src=0)
+        saved = box[0]
     if saved is not None:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         schedule.load_state_dict(saved["schedule"])
-        if ema is not None:
-            ema.load_state_dict(saved["ema"])
         history = [EpochResult(**result) for result in saved["history"]]
-        best, best_state = EpochResult(**saved["best"]), saved["best_state"]
-        log.info("Resuming after epoch %d from %s", len(history), checkpoint.path)
+        if cluster.is_main:
+            if ema is not None:
+                ema.load_state_dict(saved["ema"])
+            best, best_state = EpochResult(**saved["best"]), saved["best_state"]
+            log.info("Resuming after epoch %d from %s", len(history), checkpoint.path)
+    network: nn.Module = model
+    if cluster.distributed:
+        device_ids = [device.index] if device.type == "cuda" else None
+        network = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
     for epoch in range(len(history) + 1, params.epochs + 1):
         started = time.perf_counter()
         train_loss, train_objective = _train_epoch(
@@ -250,6 +265,12 @@ def fit(
                     "best_state": best_state,
                 }
             )
+    if cluster.distributed:
+        # The processes must end with the same weights: each logs a checksum to compare.
+        checksum = sum(float(p.double().sum()) for p in model.parameters())
+        log.info(
+            "rank %d/%d final weights checksum %.10e", cluster.rank, cluster.world_size, checksum
+        )
     if not cluster.is_main:
         return None
     assert best is not None  # epochs > 0 is validated by the params model

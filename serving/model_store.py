@@ -103,7 +103,9 @@ class ModelStore:
 
     @functools.cached_property
     def _client(self) -> MlflowClient:
-        return MlflowClient(tracking_uri=self.settings.tracking_uri)
+        # The registry is the tracking store: named, so a process-wide default cannot override it.
+        uri = self.settings.tracking_uri
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
     def _classifier(self, onnx_model: bytes) -> DigitClassifier:
         threads = self.settings.inference_threads or default_threads(self.settings.workers)

@@ -52,6 +52,10 @@ def test_train_stage_as_two_ddp_processes_logs_once(params_file: Path) -> None:
         (str(rank), str(half), str(epoch)) for rank in (0, 1) for epoch in range(1, epochs + 1)
     )
 
+    # Gradients were averaged: both processes end with the same weights.
+    checksums = dict(re.findall(r"rank (\d)/2 final weights checksum (\S+)", done.stderr))
+    assert set(checksums) == {"0", "1"} and checksums["0"] == checksums["1"]
+
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert len(runs) == 1  # rank 1 logged nothing
