@@ -29,7 +29,7 @@ from pipeline.distributed import pick_device
 from pipeline.evaluate import generated_sets
 from pipeline.export import export_onnx
 from pipeline.model import predict_logits
-from pipeline.params import TrainParams, load_params
+from pipeline.params import DEFAULT_PARAMS_FILE, TrainParams, load_params
 from pipeline.train import calibrate
 from pipeline.training import fit, use_bf16
 
@@ -76,7 +76,7 @@ def main() -> None:
     parser.add_argument("--label", default="default", help="names the results file")
     args = parser.parse_args()
 
-    base = load_params(Path("params.yaml"), args.overrides).train
+    base = load_params(DEFAULT_PARAMS_FILE, args.overrides).train
     device = pick_device()
     splits = {name: load_split(base.data_dir, name) for name in ("train", "val", "test")}
     rows = []

@@ -30,7 +30,7 @@ from torch import nn
 
 from pipeline.data import load_split
 from pipeline.imaging import to_model_input
-from pipeline.params import load_params
+from pipeline.params import DEFAULT_PARAMS_FILE, load_params
 from pipeline.training import evaluate_logits, fit
 
 RESULTS = Path("bench/results")
@@ -101,7 +101,7 @@ def ours(train, val, test, settings: dict[str, list[str]], budgets: list[int]) -
     curve = Curve("this project")
     runs = []
     for label, overrides in settings.items():
-        params = load_params(Path("params.yaml"), overrides).train.model_copy(update={"seed": 1})
+        params = load_params(DEFAULT_PARAMS_FILE, overrides).train.model_copy(update={"seed": 1})
         started = time.perf_counter()
         result = fit(params, train, val, torch.device("cpu"))
         seconds = time.perf_counter() - started  # includes its per-epoch validation
@@ -147,7 +147,7 @@ def main() -> None:
         label: [o for o in overrides.split(";") if o]
         for label, overrides in (item.split(":", 1) for item in args.ours)
     }
-    data_dir = load_params(Path("params.yaml")).train.data_dir
+    data_dir = load_params(DEFAULT_PARAMS_FILE).train.data_dir
     train, val, test = (load_split(data_dir, split) for split in ("train", "val", "test"))
     curves = [ours(train, val, test, settings, args.budgets), baseline(train, test, args.budgets)]
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ from pipeline.augment import augment
 from pipeline.data import load_split
 from pipeline.distributed import pick_device
 from pipeline.imaging import normalize, to_unit
-from pipeline.params import load_params
+from pipeline.params import DEFAULT_PARAMS_FILE, load_params
 from pipeline.training import build_model, use_bf16
 
 PARTS = ("augment", "forward", "backward", "optimizer", "moving average")
@@ -35,7 +35,7 @@ PARTS = ("augment", "forward", "backward", "optimizer", "moving average")
 
 def profile(overrides: list[str], steps: int, fused: bool) -> dict[str, float]:
     """Median milliseconds per step of each part."""
-    params = load_params(Path("params.yaml"), overrides).train
+    params = load_params(DEFAULT_PARAMS_FILE, overrides).train
     device = pick_device()
     images, labels = load_split(params.data_dir, "train")
     model = build_model(params).to(device, memory_format=torch.channels_last).train()

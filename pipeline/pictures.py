@@ -12,6 +12,7 @@ API's own preprocessing (`mnist_core.imaging.to_mnist`), so they measure what a 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -53,7 +54,9 @@ class Preprocessed:
     rejected: list[str]
 
 
+@functools.cache
 def _font(name: str, size: int) -> ImageFont.FreeTypeFont:
+    """A bundled font at one size, opened once (a set draws hundreds of glyphs)."""
     return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / name), size)
 
 

@@ -115,8 +115,7 @@ def _train_epoch(
     # Every process takes batch_size / N images a step: the global batch, and so the schedule
     # and every hyperparameter, stay those of one process.
     batches = shard(order, cluster).split(max(1, params.batch_size // cluster.world_size))
-    # On the training device: NCCL reduces CUDA tensors only.
-    totals = torch.zeros(3, dtype=torch.float64, device=device)  # plain loss, objective, images
+    plain_total = objective_total = 0.0
     network.train()
     # A bar in a terminal; in logs (CI, redirected output) the per-epoch line is the progress.
     description = f"epoch {epoch}/{params.epochs}"
@@ -136,10 +135,16 @@ def _train_epoch(
             ema.update_parameters(network.module if cluster.distributed else network)
         with torch.no_grad():
             plain = F.cross_entropy(logits.float(), targets) if params.label_smoothing else loss
-        totals += torch.tensor(
-            [plain.item() * len(index), loss.item() * len(index), len(index)], device=device
-        )
-        bar.set_postfix(loss=f"{plain.item():.4f}")
+        plain_loss = plain.item()
+        plain_total += plain_loss * len(index)
+        objective_total += loss.item() * len(index)
+        bar.set_postfix(loss=f"{plain_loss:.4f}")
+    # Summed over processes; on the training device, as NCCL reduces CUDA tensors only.
+    totals = torch.tensor(
+        [plain_total, objective_total, sum(len(index) for index in batches)],
+        dtype=torch.float64,
+        device=device,
+    )
     if cluster.distributed:
         log.info(
             "rank %d/%d trained on %d images in epoch %d",
