@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import statistics
 import tempfile
@@ -22,16 +21,17 @@ from pathlib import Path
 
 import torch
 
+from bench.machine import machine
 from mnist_core.classifier import DigitClassifier
 from pipeline import calibration
-from pipeline.data import load_split
+from pipeline.data import NonDigitSet, load_split
 from pipeline.distributed import pick_device
-from pipeline.evaluate import generated_sets
+from pipeline.evaluate import non_digit_metrics, real_picture_metrics
 from pipeline.export import export_onnx
 from pipeline.model import predict_logits
 from pipeline.params import DEFAULT_PARAMS_FILE, TrainParams, load_params
 from pipeline.train import calibrate
-from pipeline.training import fit, use_bf16
+from pipeline.training import fit, load_outliers, use_bf16
 
 # The generated pictures a choice may look at; the evaluate stage's own seed (0) is held out.
 VALIDATION_PICTURES_SEED = 1
@@ -41,13 +41,16 @@ def score(params: TrainParams, seed: int, device: torch.device, splits: dict) ->
     """Train one seed; return the validation-side figures and the test figures."""
     params = params.model_copy(update={"seed": seed})
     started = time.perf_counter()
-    result = fit(params, splits["train"], splits["val"], device)
+    result = fit(params, splits["train"], splits["val"], device, outliers=load_outliers(params))
     seconds = time.perf_counter() - started
     metadata, calibrated = calibrate(result.model, splits["val"], params)
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "model.onnx"
         export_onnx(result.model, path, metadata)
-        pictures = generated_sets(DigitClassifier(path), VALIDATION_PICTURES_SEED)
+        classifier = DigitClassifier(path)
+        pictures = real_picture_metrics(classifier, VALIDATION_PICTURES_SEED)
+        val_confidence = classifier.predict_proba(splits["val"][0].numpy()).max(axis=1)
+        rejection = non_digit_metrics(classifier, splits["non_digits"], val_confidence)
     images, labels = splits["test"]
     logits = predict_logits(result.model, images).float().numpy()
     probabilities = calibration.probabilities(logits, metadata.temperature)
@@ -58,7 +61,12 @@ def score(params: TrainParams, seed: int, device: torch.device, splits: dict) ->
         "kept": result.best.kept,
         "val_real_pictures_accuracy": pictures["real_pictures_accuracy"],
         "val_real_pictures_by_style": pictures["real_pictures_by_style"],
-        "val_non_digits_flagged": pictures["non_digits_flagged"],
+        "val_non_digits_flagged": rejection["non_digits_flagged"],
+        "val_held_out_flagged": rejection["held_out_non_digits_flagged"],
+        "val_seen_flagged": rejection["non_digits"]["seen"]["flagged"],
+        "val_held_out_auroc": rejection["non_digits"]["held_out"]["auroc"],
+        "val_non_digits": rejection["non_digits"],
+        "val_real_pictures_flagged": pictures["real_pictures_flagged"],
         "temperature": metadata.temperature,
         "val_ece": calibrated["val_ece"],
         "val_ece_uncalibrated": calibrated["val_ece_uncalibrated"],
@@ -78,7 +86,9 @@ def main() -> None:
 
     base = load_params(DEFAULT_PARAMS_FILE, args.overrides).train
     device = pick_device()
-    splits = {name: load_split(base.data_dir, name) for name in ("train", "val", "test")}
+    splits: dict = {name: load_split(base.data_dir, name) for name in ("train", "val", "test")}
+    # The validation rendition of every non-digit family: what choices may look at.
+    splits["non_digits"] = NonDigitSet.load(base.non_digits.with_name("val.npz"))
     rows = []
     for seed in args.seeds:
         rows.append(score(base, seed, device, splits))
@@ -88,13 +98,12 @@ def main() -> None:
         return statistics.median(row[key] for row in rows)
 
     keys = ("val_accuracy", "val_real_pictures_accuracy", "val_non_digits_flagged",
-            "test_accuracy", "test_ece", "train_seconds", "seconds_per_epoch")  # fmt: skip
+            "val_held_out_flagged", "val_seen_flagged", "val_held_out_auroc",
+            "val_real_pictures_flagged", "test_accuracy", "test_ece", "train_seconds",
+            "seconds_per_epoch")  # fmt: skip
     summary = {
         "label": args.label,
-        "machine": platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(),
-        "device": str(device),
-        "bf16": use_bf16(base, device),
+        **machine(device, use_bf16(base, device)),
         "overrides": args.overrides,
         **{f"median_{key}": median(key) for key in keys},
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -104,18 +113,19 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2) + "\n")
     print(
-        "\n| seed | val accuracy | val real pictures | test accuracy | test ECE | train s "
-        "| s/epoch |\n|---|---|---|---|---|---|---|"
+        "\n| seed | val accuracy | val real pictures | val held-out non-digits flagged "
+        "| test accuracy | test ECE | train s | s/epoch |\n|---|---|---|---|---|---|---|---|"
     )
     for r in rows:
         print(
             f"| {r['seed']} | {r['val_accuracy']:.4f} | {r['val_real_pictures_accuracy']:.3f} | "
-            f"{r['test_accuracy']:.4f} | {r['test_ece']:.4f} | {r['train_seconds']:.0f} | "
-            f"{r['seconds_per_epoch']:.1f} |"
+            f"{r['val_held_out_flagged']:.3f} | {r['test_accuracy']:.4f} | {r['test_ece']:.4f} "
+            f"| {r['train_seconds']:.0f} | {r['seconds_per_epoch']:.1f} |"
         )
     print(
         f"| **median** | **{summary['median_val_accuracy']:.4f}** | "
         f"**{summary['median_val_real_pictures_accuracy']:.3f}** | "
+        f"**{summary['median_val_held_out_flagged']:.3f}** | "
         f"**{summary['median_test_accuracy']:.4f}** | {summary['median_test_ece']:.4f} | "
         f"**{summary['median_train_seconds']:.0f}** | {summary['median_seconds_per_epoch']:.1f} |"
     )

@@ -1,12 +1,16 @@
-"""The processed dataset on disk: one compressed `.npz` of uint8 images and labels per split."""
+"""The datasets on disk: one compressed `.npz` of uint8 images and labels per MNIST split, and the
+generated non-digits (`pipeline.non_digits`) with their families."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from pipeline.io import atomic_file
 
 SPLITS = ("train", "val", "test")
 MANIFEST = "manifest.json"
@@ -33,3 +37,37 @@ def data_version(data_dir: Path) -> str:
     """The content hash that `preprocess` recorded for this dataset, for tagging runs."""
     manifest = data_dir / MANIFEST
     return json.loads(manifest.read_text())["data_version"] if manifest.is_file() else "unknown"
+
+
+@dataclass(frozen=True)
+class NonDigitSet:
+    """Non-digits through the API's preprocessing: 28×28 images, each one's family, how many of
+    each family the preprocessing rejected as empty (the API's 422), and which families training
+    never sees."""
+
+    images: np.ndarray
+    families: np.ndarray
+    rejected: dict[str, int]
+    held_out: tuple[str, ...] = ()
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(path) as tmp, tmp.open("wb") as stream:
+            np.savez_compressed(
+                stream,
+                images=self.images,
+                families=self.families,
+                rejected_families=np.array(list(self.rejected), dtype=str),
+                rejected_counts=np.array(list(self.rejected.values()), dtype=int),
+                held_out=np.array(self.held_out, dtype=str),
+            )
+
+    @classmethod
+    def load(cls, path: Path) -> NonDigitSet:
+        if not path.is_file():
+            raise FileNotFoundError(f"No non-digits at {path}: run `dvc repro non_digits` first.")
+        with np.load(path) as data:
+            names, counts = data["rejected_families"].tolist(), data["rejected_counts"].tolist()
+            rejected = dict(zip(names, counts, strict=True))
+            held_out = tuple(data["held_out"].tolist())
+            return cls(data["images"], data["families"], rejected, held_out)

@@ -57,9 +57,12 @@ def launch(processes: int, module: str, argv: list[str]) -> None:
 
 
 def pick_device(local_rank: int = 0) -> torch.device:
-    """This process's GPU when there are GPUs, else the CPU; nothing here needs a GPU."""
+    """This process's CUDA GPU when there are any, else Apple's GPU (`mps`) when present, else
+    the CPU; nothing here needs a GPU."""
     if torch.cuda.is_available():
         return torch.device("cuda", local_rank % torch.cuda.device_count())
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
     return torch.device("cpu")
 
 

@@ -1,6 +1,7 @@
 """Stage `evaluate`: score the exported ONNX model on the held-out test set, the Paint digits and
-two generated sets that are not MNIST (`pipeline.pictures`): real-looking digits (fonts, mouse
-drawings) and non-digits, which should come out `uncertain`.
+two generated sets that are not MNIST: real-looking digits (fonts, mouse drawings;
+`pipeline.pictures`) and the test rendition of every non-digit family (`pipeline.non_digits`),
+which should come out `uncertain` — reported per family, the families training never saw apart.
 
 The model is run by `mnist_core.classifier`, the API's own inference code, and its calibration
 and `uncertain` threshold are the ones in the file, so what is evaluated is what is served. The
@@ -25,9 +26,10 @@ from mnist_core.imaging import IMAGE_SIZE, NUM_CLASSES, to_mnist
 from mnist_core.settings import MlflowSettings
 from pipeline import calibration, figures, pictures
 from pipeline.cli import parse_stage_args
-from pipeline.data import data_version, load_split, split_path
+from pipeline.data import NonDigitSet, data_version, load_split, split_path
 from pipeline.io import atomic_file, read_json, write_json
 from pipeline.params import EvaluateParams
+from pipeline.rejection import rejection_metrics
 from pipeline.tracking import configure_mlflow, log_dataset
 
 log = logging.getLogger(__name__)
@@ -71,9 +73,9 @@ def by_kind(kinds: list[str], values: np.ndarray) -> dict[str, float]:
     return {kind: share(values[np.array(kinds) == kind]) for kind in dict.fromkeys(kinds)}
 
 
-def generated_sets(classifier: DigitClassifier, seed: int) -> dict[str, object]:
-    """Accuracy on real-looking digits, and how many non-digits get flagged (as `uncertain`,
-    or rejected as empty), with the threshold the model carries."""
+def real_picture_metrics(classifier: DigitClassifier, seed: int) -> dict[str, object]:
+    """Accuracy on the generated real-looking digits, and how many get flagged, with the
+    threshold the model carries."""
     threshold = classifier.metadata.uncertain_below
     real = pictures.preprocess(pictures.real_pictures(seed))
     real_probabilities = classifier.predict_proba(real.images)
@@ -83,18 +85,28 @@ def generated_sets(classifier: DigitClassifier, seed: int) -> dict[str, object]:
     correct = np.concatenate([correct, np.zeros(len(real.rejected), bool)])
     real_flagged = np.concatenate([real_flagged, np.ones(len(real.rejected), bool)])
     real_kinds = real.kinds + real.rejected
-    others = pictures.preprocess(pictures.non_digits(seed))
-    flagged = classifier.predict_proba(others.images).max(axis=1) < threshold
-    flagged = np.concatenate([flagged, np.ones(len(others.rejected), bool)])
-    other_kinds = others.kinds + others.rejected
     return {
         "real_pictures_accuracy": share(correct),
         "real_pictures_flagged": share(real_flagged),
         "real_pictures_count": len(correct),
         "real_pictures_by_style": by_kind(real_kinds, correct),
-        "non_digits_flagged": share(flagged),
-        "non_digits_count": len(flagged),
-        "non_digits_flagged_by_kind": by_kind(other_kinds, flagged),
+    }
+
+
+def non_digit_metrics(
+    classifier: DigitClassifier, non_digits: NonDigitSet, digit_confidence: np.ndarray
+) -> dict[str, object]:
+    """Non-digits flagged (as `uncertain`, or rejected as empty), AUROC and the share accepted
+    at 95/99 % of digits accepted, per family and for the families training saw and never saw;
+    `digit_confidence` is the top-class probability of the same split's digits."""
+    confidence = classifier.predict_proba(non_digits.images).max(axis=1)
+    figures = rejection_metrics(
+        digit_confidence, non_digits, confidence, classifier.metadata.uncertain_below
+    )
+    return {
+        "non_digits_flagged": figures["all"]["flagged"],
+        "held_out_non_digits_flagged": figures["held_out"].get("flagged", 0.0),
+        "non_digits": figures,
     }
 
 
@@ -145,15 +157,18 @@ def evaluate(params: EvaluateParams, settings: MlflowSettings) -> dict[str, obje
         "test_ece_uncalibrated": calibration.expected_calibration_error(uncalibrated, labels_np),
         "test_ece": calibration.expected_calibration_error(probabilities, labels_np),
         "test_flagged": share(confidences < metadata.uncertain_below),
-        **generated_sets(classifier, params.pictures_seed),
+        **real_picture_metrics(classifier, params.pictures_seed),
+        **non_digit_metrics(classifier, NonDigitSet.load(params.non_digits), confidences),
         "per_class": per_class_metrics(labels_np, predictions_np),
     }
     log.info(
         "test accuracy %.4f (%d errors), ECE %.4f (uncalibrated %.4f), seed images %s; "
-        "real pictures %.3f; non-digits flagged %.3f, test digits flagged %.4f",
+        "real pictures %.3f; non-digits flagged %.3f (families never trained on %.3f), "
+        "test digits flagged %.4f",
         metrics["test_accuracy"], metrics["test_errors"], metrics["test_ece"],
         metrics["test_ece_uncalibrated"], metrics["seed_predictions"],
-        metrics["real_pictures_accuracy"], metrics["non_digits_flagged"], metrics["test_flagged"],
+        metrics["real_pictures_accuracy"], metrics["non_digits_flagged"],
+        metrics["held_out_non_digits_flagged"], metrics["test_flagged"],
     )  # fmt: skip
 
     params.figures_dir.mkdir(parents=True, exist_ok=True)
@@ -198,6 +213,19 @@ def evaluate(params: EvaluateParams, settings: MlflowSettings) -> dict[str, obje
                 f"{kind}_{digit}": values[kind]
                 for digit, values in metrics["per_class"].items()  # type: ignore[union-attr]
                 for kind in ("precision", "recall")
+            }
+        )
+        rejection = metrics["non_digits"]  # type: ignore[index]
+        groups = {
+            **{g: rejection[g] for g in ("all", "seen", "held_out")},
+            **rejection["by_family"],
+        }
+        mlflow.log_metrics(
+            {
+                f"non_digits_{group}_{figure}": value
+                for group, figures in groups.items()
+                for figure, value in figures.items()
+                if figure != "count"
             }
         )
         mlflow.log_dict(metrics, "evaluation/metrics.json")

@@ -41,22 +41,34 @@ class DigitCNN(nn.Module):
         channels: Sequence[int] = (32, 64, 128),
         hidden_units: int = 256,
         dropout: float = 0.25,
-        convs_per_block: int = 1,
+        convs_per_block: int | Sequence[int] = 1,
         image_size: int = IMAGE_SIZE,
     ) -> None:
         super().__init__()
+        # One count for every block, or one per block: a single conv at full resolution costs a
+        # ninth of a second one there, where a 28×28 layer of 32→32 channels is a quarter of the
+        # default's FLOPs.
+        convs = (
+            [convs_per_block] * len(channels)
+            if isinstance(convs_per_block, int)
+            else list(convs_per_block)
+        )
+        if len(convs) != len(channels):
+            raise ValueError(
+                f"convs_per_block lists {len(convs)} counts for {len(channels)} blocks of channels"
+            )
         self.architecture = {
             "channels": list(channels),
             "hidden_units": hidden_units,
             "dropout": dropout,
-            "convs_per_block": convs_per_block,
+            "convs_per_block": convs_per_block if isinstance(convs_per_block, int) else convs,
             "image_size": image_size,
         }
         widths = [1, *channels]
         self.features = nn.Sequential(
             *(
-                _conv_block(c_in, c_out, convs_per_block)
-                for c_in, c_out in itertools.pairwise(widths)
+                _conv_block(c_in, c_out, count)
+                for (c_in, c_out), count in zip(itertools.pairwise(widths), convs, strict=True)
             )
         )
         with torch.no_grad():

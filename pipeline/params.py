@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 DEFAULT_PARAMS_FILE = Path("params.yaml")
 
@@ -30,6 +30,23 @@ class PreprocessParams(_Section):
     val_size: int = Field(gt=0)
     seed: int
     metrics: Path
+
+
+class NonDigitSeeds(_Section):
+    train: int
+    val: int
+    test: int
+
+
+class NonDigitParams(_Section):
+    data_dir: Path  # the MNIST splits: digit-made non-digits take each split's own digits
+    out_dir: Path  # train.npz (training families), val.npz and test.npz (every family)
+    metrics: Path
+    # Families never trained on: choices are made, and the gate checks, on these.
+    held_out: list[str]
+    train_per_family: int = Field(gt=0)
+    eval_per_family: int = Field(gt=0)
+    seeds: NonDigitSeeds
 
 
 class AugmentParams(_Section):
@@ -61,11 +78,17 @@ class TrainParams(_Section):
     ema_decay: float = Field(default=0.0, ge=0, lt=1)
     dropout: float = Field(ge=0, lt=1)
     channels: list[int]
-    convs_per_block: int = Field(default=1, gt=0)
+    # (conv → BN → ReLU) layers per block: one count for all blocks, or one per block.
+    convs_per_block: PositiveInt | list[PositiveInt] = 1
     hidden_units: int = Field(gt=0)
     # `auto`: bfloat16 autocast where the hardware does it natively (it doubles CPU throughput
     # on AVX-512-BF16 machines), float32 elsewhere.
     precision: Literal["auto", "bf16", "fp32"] = "auto"
+    # Outlier Exposure: each step also trains on `outlier_ratio` × batch_size generated
+    # non-digits, pulled towards the uniform distribution with this weight; 0 turns it off.
+    non_digits: Path  # the training families' pictures (`pipeline.non_digits`)
+    outlier_weight: float = Field(default=0.0, ge=0)
+    outlier_ratio: float = Field(default=0.0, ge=0)
     # Continue an interrupted run of the same configuration from its last epoch.
     resume: bool = True
     # Data-parallel training processes on this machine (DDP under torchrun); 1: one process.
@@ -85,8 +108,9 @@ class EvaluateParams(_Section):
     figures_dir: Path
     history: Path
     batch_size: int = Field(gt=0)
-    # Seed of the generated real-looking digits and non-digits (`pipeline.pictures`).
+    # Seed of the generated real-looking digits (`pipeline.pictures`).
     pictures_seed: int = 0
+    non_digits: Path  # the test rendition of every non-digit family (`pipeline.non_digits`)
 
 
 class RegisterParams(_Section):
@@ -98,11 +122,14 @@ class RegisterParams(_Section):
     min_seed_accuracy: float = Field(ge=0, le=1)
     # The generated real-looking digits (fonts, mouse drawings) of the evaluate stage.
     min_real_pictures_accuracy: float = Field(default=0.0, ge=0, le=1)
+    # Non-digits of the families training never saw, flagged `uncertain` (or rejected as empty).
+    min_held_out_non_digits_flagged: float = Field(default=0.0, ge=0, le=1)
 
 
 class Params(_Section):
     download: DownloadParams
     preprocess: PreprocessParams
+    non_digits: NonDigitParams
     train: TrainParams
     evaluate: EvaluateParams
     # `register` would shadow a BaseModel attribute, so the field takes another name.

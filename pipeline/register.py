@@ -52,6 +52,13 @@ def decide(
             False,
             f"real-pictures accuracy {real:.3f} < {params.min_real_pictures_accuracy}",
         )
+    held_out = float(metrics.get("held_out_non_digits_flagged", 0.0))  # type: ignore[arg-type]
+    if held_out < params.min_held_out_non_digits_flagged:
+        return Decision(
+            False,
+            f"non-digits of families never trained on flagged {held_out:.3f} < "
+            f"{params.min_held_out_non_digits_flagged}",
+        )
     if incumbent_accuracy is None:
         return Decision(True, f"test accuracy {test_accuracy:.4f}; nothing is in production yet")
     if test_accuracy < incumbent_accuracy:
@@ -77,7 +84,9 @@ def describe(metrics: Mapping[str, object], data_version: str, decision: Decisio
         f"| test ECE, calibrated (uncalibrated) | {metrics.get('test_ece', float('nan')):.4f} "
         f"({metrics.get('test_ece_uncalibrated', float('nan')):.4f}) |",
         f"| real-looking pictures accuracy | {metrics.get('real_pictures_accuracy', 0):.3f} |",
-        f"| non-digits flagged `uncertain` | {metrics.get('non_digits_flagged', 0):.3f} |",
+        f"| non-digits flagged `uncertain`: all (families never trained on) | "
+        f"{metrics.get('non_digits_flagged', 0):.3f} "
+        f"({metrics.get('held_out_non_digits_flagged', 0):.3f}) |",
         f"| test digits flagged `uncertain` | {metrics.get('test_flagged', 0):.4f} |",
         f"| `uncertain` below, temperature | {metrics.get('uncertain_below', 0):.3f}, "
         f"{metrics.get('temperature', 1):.3f} |",

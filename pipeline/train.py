@@ -30,7 +30,7 @@ from pipeline.io import atomic_file, write_json
 from pipeline.model import DigitCNN, predict_logits, save_checkpoint
 from pipeline.params import TrainParams
 from pipeline.tracking import configure_mlflow, git_commit, log_dataset, log_onnx_model
-from pipeline.training import EpochResult, FitResult, fit, use_bf16
+from pipeline.training import EpochResult, FitResult, fit, load_outliers, use_bf16
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +120,9 @@ def train(
         load_split(params.data_dir, "val"),
     )
     data = data_version(params.data_dir)
+    outliers = load_outliers(params)
     if not cluster.is_main:  # the main process reads the checkpoint and hands it over
-        return fit(params, train_split, val_split, device, cluster=cluster)
+        return fit(params, train_split, val_split, device, cluster=cluster, outliers=outliers)
     hyperparameters = params.model_dump(mode="json", exclude=PATH_FIELDS | {"resume"})
     identity = {**hyperparameters, "world_size": cluster.world_size}
     checkpoint = Checkpoint(params.checkpoint_path, fingerprint(identity, data))
@@ -160,7 +161,13 @@ def train(
             }
         )
         mlflow.log_params(flat_params(params))
-        mlflow.log_params({"train_size": len(train_split[1]), "val_size": len(val_split[1])})
+        mlflow.log_params(
+            {
+                "train_size": len(train_split[1]),
+                "val_size": len(val_split[1]),
+                "non_digits_size": 0 if outliers is None else len(outliers),
+            }
+        )
         for split, (images, labels) in (("train", train_split), ("val", val_split)):
             path = split_path(params.data_dir, split)
             log_dataset(path, split, images.numpy(), labels.numpy(), data)
@@ -172,6 +179,7 @@ def train(
             on_epoch=log_epoch,
             checkpoint=checkpoint,
             cluster=cluster,
+            outliers=outliers,
         )
         assert result is not None  # the main process gets the result
         seconds = sum(r.seconds for r in result.history)  # every epoch, resumed ones too

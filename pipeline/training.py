@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from pipeline.augment import augment
 from pipeline.checkpoint import Checkpoint
+from pipeline.data import NonDigitSet
 from pipeline.distributed import SINGLE, Cluster
 from pipeline.imaging import normalize, to_unit
 from pipeline.model import DigitCNN, native_bf16, predict_logits
@@ -64,6 +65,13 @@ def build_model(params: TrainParams) -> DigitCNN:
     return DigitCNN(params.channels, params.hidden_units, params.dropout, params.convs_per_block)
 
 
+def load_outliers(params: TrainParams) -> torch.Tensor | None:
+    """The training families' non-digits for Outlier Exposure, or None when it is off."""
+    if not (params.outlier_weight and params.outlier_ratio):
+        return None
+    return torch.from_numpy(NonDigitSet.load(params.non_digits).images)
+
+
 def use_bf16(params: TrainParams, device: torch.device) -> bool:
     return params.precision == "bf16" or (params.precision == "auto" and native_bf16(device))
 
@@ -76,6 +84,13 @@ def evaluate_logits(
     loss = F.cross_entropy(logits, labels.to(logits.device)).item()
     accuracy = (logits.argmax(dim=1).cpu() == labels.cpu()).float().mean().item()
     return loss, accuracy
+
+
+def outlier_exposure_loss(logits: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of each row's softmax against the uniform distribution, minus its floor
+    log(10): zero when the network gives a non-digit no preference among the digits (Hendrycks
+    et al., 2019)."""
+    return (logits.logsumexp(dim=1) - logits.mean(dim=1)).mean() - math.log(logits.shape[1])
 
 
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
@@ -100,10 +115,15 @@ def _train_epoch(
     params: TrainParams,
     epoch: int,
     cluster: Cluster,
+    outliers: torch.Tensor | None = None,
 ) -> tuple[float, float]:
     """One pass over the shuffled, freshly augmented training set (this process's shard of it);
-    returns the mean plain cross-entropy and the mean objective (with label smoothing) over
-    all processes."""
+    returns the mean plain cross-entropy and the mean objective (with label smoothing and the
+    outlier term) over all processes.
+
+    With `outliers` (uint8 non-digits), every step also draws `outlier_ratio` × its batch of
+    them at random, augments them with the digits and adds `outlier_weight` × their
+    outlier-exposure loss."""
     device = next(network.parameters()).device
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(params, device))
     images, labels = train
@@ -120,13 +140,23 @@ def _train_epoch(
     # A bar in a terminal; in logs (CI, redirected output) the per-epoch line is the progress.
     description = f"epoch {epoch}/{params.epochs}"
     bar = tqdm(batches, desc=description, leave=False, disable=None if cluster.is_main else True)
+    exposure = outliers is not None and params.outlier_weight > 0 and params.outlier_ratio > 0
     for index in bar:
-        batch = augment(to_unit(images[index]), params.augment, generator)
+        pixels = images[index]
+        if exposure:
+            count = max(1, round(params.outlier_ratio * len(index)))
+            pixels = torch.cat(
+                [pixels, outliers[torch.randint(len(outliers), (count,), generator=generator)]]
+            )
+        batch = augment(to_unit(pixels), params.augment, generator)
         batch = normalize(batch).to(device, memory_format=torch.channels_last)
         with autocast:
-            logits = network(batch)
+            logits = network(batch).float()
+        logits, outlier_logits = logits[: len(index)], logits[len(index) :]
         targets = labels[index].to(device)
-        loss = F.cross_entropy(logits.float(), targets, label_smoothing=params.label_smoothing)
+        loss = F.cross_entropy(logits, targets, label_smoothing=params.label_smoothing)
+        if exposure:
+            loss = loss + params.outlier_weight * outlier_exposure_loss(outlier_logits)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -134,7 +164,7 @@ def _train_epoch(
         if ema is not None:
             ema.update_parameters(network.module if cluster.distributed else network)
         with torch.no_grad():
-            plain = F.cross_entropy(logits.float(), targets) if params.label_smoothing else loss
+            plain = F.cross_entropy(logits, targets)
         plain_loss = plain.item()
         plain_total += plain_loss * len(index)
         objective_total += loss.item() * len(index)
@@ -162,6 +192,7 @@ def fit(
     on_epoch: Callable[[EpochResult], None] = lambda result: None,
     checkpoint: Checkpoint | None = None,
     cluster: Cluster = SINGLE,
+    outliers: torch.Tensor | None = None,
 ) -> FitResult | None:
     """Train for `params.epochs` and return the weights of the best epoch by validation accuracy.
 
@@ -174,6 +205,9 @@ def fit(
     configuration resumes after the last saved epoch (every epoch's random draws are seeded by
     its number, so it ends where an uninterrupted run would); the file is removed once training
     is complete.
+
+    With `outliers` (uint8 non-digits, N×28×28), every step also teaches the network to spread
+    its probabilities evenly over them (Outlier Exposure: see `_train_epoch`).
 
     In a distributed run (`cluster`), every process trains its shard and gradients are averaged;
     only the main process validates, keeps the best epoch and checkpoints, and only it gets a
@@ -227,7 +261,7 @@ def fit(
     for epoch in range(len(history) + 1, params.epochs + 1):
         started = time.perf_counter()
         train_loss, train_objective = _train_epoch(
-            network, ema, optimizer, schedule, train, params, epoch, cluster
+            network, ema, optimizer, schedule, train, params, epoch, cluster, outliers
         )
         if not cluster.is_main:
             continue

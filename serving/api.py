@@ -87,16 +87,31 @@ def uncertain_below(served: ServedModel, service: Service) -> float:
     return served.classifier.metadata.uncertain_below if override is None else override
 
 
+# An uncertain answer whose two likeliest digits hold this much probability between them is a
+# digit that could be read two ways; below it, the probability is spread over many digits, which
+# is what the model was trained to do with non-digits.
+TWO_WAY_SHARE = 0.9
+
+
+def uncertain_reason(probabilities: np.ndarray) -> str:
+    """Why an uncertain answer is uncertain, in words."""
+    second, first = np.argsort(probabilities)[-2:]
+    if probabilities[first] + probabilities[second] >= TWO_WAY_SHARE:
+        return f"It could be a {first} or a {second}."
+    return "It does not look like a digit."
+
+
 def respond(probabilities: np.ndarray, served: ServedModel, service: Service) -> Prediction:
     """The answer for one image's row of class probabilities."""
     digit = int(probabilities.argmax())
     confidence = float(probabilities[digit])
-    threshold = uncertain_below(served, service)
+    uncertain = confidence < uncertain_below(served, service)
     prediction = Prediction(
         digit=digit,
         confidence=confidence,
         probabilities=[round(float(p), 6) for p in probabilities],
-        uncertain=confidence < threshold,
+        uncertain=uncertain,
+        reason=uncertain_reason(probabilities) if uncertain else None,
         model_version=served.version,
     )
     service.metrics.predictions.labels(str(digit), str(prediction.uncertain).lower()).inc()

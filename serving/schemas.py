@@ -16,6 +16,11 @@ class Prediction(BaseModel):
         min_length=NUM_CLASSES, max_length=NUM_CLASSES, description="probability of each digit 0-9"
     )
     uncertain: bool = Field(description="true when the model is not confident: maybe not a digit")
+    reason: str | None = Field(
+        default=None,
+        description='why the answer is `uncertain`, in words ("It does not look like a digit." '
+        'or "It could be a 4 or a 9."); null when it is not',
+    )
     model_version: str = Field(description="registry version that made this prediction")
 
 

@@ -20,12 +20,12 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from bench.loadgen import free_port, wait_until_ready
-from pipeline import download, evaluate, preprocess, register, train
+from pipeline import download, evaluate, non_digits, preprocess, register, train
 from tests.synthetic import write_mnist_dir
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SEED_IMAGES = PROJECT_ROOT / "tests" / "data"
-STAGES = (download, preprocess, train, evaluate, register)
+STAGES = (download, preprocess, non_digits, train, evaluate, register)
 
 
 def api_env_names() -> set[str]:
@@ -120,6 +120,7 @@ def tiny_params(raw_dir: Path, checksums: dict[str, str]) -> dict:
     params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
     params["download"].update(local_dir=str(raw_dir), mirrors=[], npm_package=None, files=checksums)
     params["preprocess"]["val_size"] = 50
+    params["non_digits"].update(train_per_family=4, eval_per_family=3)
     params["train"].update(
         epochs=2, batch_size=32, channels=[8, 16, 16], hidden_units=32, ema_decay=0.9
     )
@@ -166,6 +167,26 @@ def trained_registry(tmp_path_factory: pytest.TempPathFactory, raw_mnist) -> dic
     return env
 
 
+@contextlib.contextmanager
+def served_in_thread(app: object) -> Iterator[str]:
+    """`app` served by uvicorn on a free loopback port in a background thread; yields its URL
+    and stops it on exit."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
 @pytest.fixture(scope="session")
 def live_server_url(trained_registry: dict[str, str]) -> Iterator[str]:
     """The real app, served by uvicorn on a free loopback port in a background thread.
@@ -178,19 +199,8 @@ def live_server_url(trained_registry: dict[str, str]) -> Iterator[str]:
 
     store = os.environ.get("LIVE_SERVER_TRACKING_URI")
     env = {"MLFLOW_TRACKING_URI": store} if store else trained_registry
-    port = free_port()
-    app = create_app(ServingSettings(**env))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with served_in_thread(create_app(ServingSettings(**env))) as url:
+        yield url
 
 
 @pytest.fixture

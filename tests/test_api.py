@@ -23,6 +23,7 @@ from PIL import Image, ImageDraw
 from mnist_core.classifier import DigitClassifier
 from mnist_core.imaging import to_mnist
 from pipeline.registry import promote, rollback
+from serving.api import uncertain_reason
 from serving.app import create_app
 from serving.model_store import read_onnx_model
 from serving.settings import ServingSettings
@@ -223,6 +224,24 @@ def test_uncertain_flag_follows_the_threshold(client, trained_registry, offset, 
     with TestClient(app) as test_client:
         response = test_client.post("/predict", files={"file": ("7.png", SEVEN, "image/png")})
         assert response.json()["uncertain"] is uncertain
+        # An uncertain answer says why in words; a confident one has no reason.
+        assert (response.json()["reason"] is not None) is uncertain
+
+
+@pytest.mark.parametrize(
+    ("probabilities", "reason"),
+    [
+        ([0.1] * 10, "It does not look like a digit."),
+        (
+            [0.3, 0.25, 0.2, 0.1, 0.05, 0.04, 0.03, 0.02, 0.005, 0.005],
+            "It does not look like a digit.",
+        ),
+        ([0, 0, 0, 0, 0.48, 0, 0, 0, 0.02, 0.5], "It could be a 9 or a 4."),
+    ],
+    ids=["uniform", "spread", "two-way"],
+)
+def test_uncertain_reason_tells_a_non_digit_from_a_two_way_digit(probabilities, reason) -> None:
+    assert uncertain_reason(np.array(probabilities)) == reason
 
 
 def test_the_model_carries_its_own_threshold_and_calibration(client: TestClient) -> None:

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, Request, Route, expect, sync_playwright
 
+from tests.conftest import served_in_thread
+
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -257,3 +259,66 @@ def test_draw_and_predict(page: Page, screenshots: Path) -> None:
     assert dark_pixels(page) == 0
     page.locator("#predict-canvas").click()
     expect(page.locator("#message")).to_contain_text("Draw a digit")
+
+
+@pytest.fixture(scope="module")
+def doubtful_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The app serving a model that spreads its probability evenly over the ten digits, whatever
+    it is shown: every answer is `uncertain` and does not look like a digit. (With
+    LIVE_SERVER_TRACKING_URI, the real production model instead, for the README's screenshot.)"""
+    import torch
+
+    from mnist_core.classifier import ModelMetadata
+    from pipeline.export import export_onnx
+    from pipeline.model import DigitCNN
+    from serving.app import create_app
+    from serving.settings import ServingSettings
+
+    store = os.environ.get("LIVE_SERVER_TRACKING_URI")
+    if store:
+        settings = ServingSettings(MLFLOW_TRACKING_URI=store)
+    else:
+        network = DigitCNN((8, 16), hidden_units=16)
+        last = network.classifier[-1]
+        torch.nn.init.zeros_(last.weight)
+        torch.nn.init.zeros_(last.bias)
+        path = tmp_path_factory.mktemp("uniform") / "model.onnx"
+        export_onnx(network, path, ModelMetadata(uncertain_below=0.5))
+        settings = ServingSettings(MNIST_MODEL_PATH=str(path))
+    with served_in_thread(create_app(settings)) as url:
+        yield url
+
+
+def draw_letter_x(page: Page) -> None:
+    box = page.locator("#canvas").bounding_box()
+    assert box is not None
+    for start, end in (((0.25, 0.2), (0.75, 0.8)), ((0.75, 0.2), (0.25, 0.8))):
+        page.mouse.move(box["x"] + start[0] * box["width"], box["y"] + start[1] * box["height"])
+        page.mouse.down()
+        page.mouse.move(
+            box["x"] + end[0] * box["width"], box["y"] + end[1] * box["height"], steps=14
+        )
+        page.mouse.up()
+
+
+def test_a_drawn_letter_is_answered_in_words(
+    browser: Browser, doubtful_server_url: str, screenshots: Path
+) -> None:
+    """A picture the model does not take for a digit gets no digit as its answer: the page says
+    it does not look like one."""
+    context = browser.new_context(viewport=VIEWPORT, device_scale_factor=1)
+    page = context.new_page()
+    page.goto(f"{doubtful_server_url}/")
+    draw_letter_x(page)
+    with page.expect_response("**/predict") as response_info:
+        page.locator("#predict-canvas").click()
+    answer = response_info.value.json()
+    assert answer["uncertain"] is True and answer["reason"] == "It does not look like a digit."
+
+    expect(page.locator("#result")).to_be_visible()
+    expect(page.locator("#result-digit")).to_have_text("?")
+    reason = page.locator("#result-uncertain")
+    expect(reason).to_be_visible()
+    expect(reason).to_have_text("It does not look like a digit.")
+    screenshot(page, screenshots, "not-a-digit.png")
+    context.close()

@@ -55,7 +55,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, raw_mnist) -> tuple[Path, 
 def test_dvc_repro_runs_every_stage_once(project) -> None:
     root, env = project
     output = run(["dvc", "repro"], root, env)
-    for stage in ("download", "preprocess", "train", "evaluate", "register"):
+    for stage in ("download", "preprocess", "non_digits", "train", "evaluate", "register"):
         assert f"Running stage '{stage}'" in output
     again = run(["dvc", "repro"], root, env)  # only `register`, which checks the registry
     assert re.findall(r"Running stage '(\w+)'", again) == ["register"], again
@@ -122,7 +122,9 @@ def import_closure(module: str) -> set[Path]:
     return {path.relative_to(PROJECT_ROOT) for path in files}
 
 
-@pytest.mark.parametrize("stage", ["download", "preprocess", "train", "evaluate", "register"])
+@pytest.mark.parametrize(
+    "stage", ["download", "preprocess", "non_digits", "train", "evaluate", "register"]
+)
 def test_each_stage_depends_on_every_module_it_imports(stage: str) -> None:
     deps = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"][stage]["deps"]
     covered = [Path(dep) for dep in deps if "${" not in dep]
@@ -145,7 +147,14 @@ def test_editing_an_imported_module_makes_its_stages_stale(project) -> None:
     try:
         shared.write_text(original + "\n# an edit\n")
         stale = json.loads(run(["dvc", "status", "--json"], root, env))
-        assert set(stale) == {"download", "preprocess", "train", "evaluate", "register"}
+        assert set(stale) == {
+            "download",
+            "preprocess",
+            "non_digits",
+            "train",
+            "evaluate",
+            "register",
+        }
     finally:
         shared.write_text(original)
     assert json.loads(run(["dvc", "status", "--json"], root, env)) == ALWAYS_CHANGED

@@ -16,6 +16,7 @@ from mnist_core.classifier import DigitClassifier
 from mnist_core.settings import MlflowSettings
 from pipeline import register
 from pipeline.io import sha256_of
+from pipeline.non_digits import FAMILIES
 from pipeline.registry import main as registry_cli
 from pipeline.registry import promote, rollback
 from serving.model_store import read_onnx_model
@@ -95,13 +96,20 @@ def test_calibration_and_generated_sets_are_scored(pipeline_run: Path) -> None:
     assert evaluated["temperature"] == pytest.approx(trained["temperature"])
     assert 0 <= evaluated["test_ece"] <= 1 and 0 <= evaluated["test_ece_uncalibrated"] <= 1
     assert trained["val_loss_calibrated"] <= trained["val_loss_uncalibrated"] + 1e-9
-    assert evaluated["real_pictures_count"] == 800 and evaluated["non_digits_count"] == 300
+    assert evaluated["real_pictures_count"] == 800
     assert set(evaluated["real_pictures_by_style"]) == {
         "plain", "thick", "outline", "inverted", "transparent", "mouse"
     }  # fmt: skip
-    assert set(evaluated["non_digits_flagged_by_kind"]) == {
-        "letter", "shape", "scribble", "noise", "blank"
-    }  # fmt: skip
+    # Every non-digit family, 3 each in the tiny params; those training never saw reported apart.
+    rejection = evaluated["non_digits"]
+    assert set(rejection["by_family"]) == set(FAMILIES)
+    assert rejection["all"]["count"] == 3 * len(FAMILIES)
+    assert rejection["held_out"]["count"] == 3 * 3 and rejection["seen"]["count"] == 3 * 8
+    assert evaluated["held_out_non_digits_flagged"] == rejection["held_out"]["flagged"]
+    for figures in (rejection["all"], *rejection["by_family"].values()):
+        assert 0 <= figures["flagged"] <= 1 and 0 <= figures["auroc"] <= 1
+        # Accepting more digits (99 %) lowers the cut, so at least as many non-digits pass.
+        assert figures["accepted_at_99"] >= figures["accepted_at_95"] - 1e-9
     for curve in ("uncalibrated", "calibrated"):
         rows = (pipeline_run / f"plots/evaluate/reliability_{curve}.csv").read_text().splitlines()
         assert rows[0] == "confidence,accuracy,count,bin_upper_edge" and len(rows) > 1

@@ -161,9 +161,11 @@
   function showResult(body, sourceLabel) {
     const digit = Number(body.digit);
     els.resultSource.textContent = sourceLabel ? "for your " + sourceLabel : "";
-    els.resultDigit.textContent = String(digit);
+    // An uncertain answer is given in words, not as a digit.
+    els.resultDigit.textContent = body.uncertain ? "?" : String(digit);
     els.resultConfidence.textContent = formatPercent(Number(body.confidence) || 0);
     els.resultVersion.textContent = body.model_version != null ? String(body.model_version) : "unknown";
+    els.resultUncertain.textContent = body.reason || "Not sure — is this a single digit?";
     els.resultUncertain.hidden = !body.uncertain;
     els.result.classList.toggle("is-uncertain", Boolean(body.uncertain));
     updateBars(body.probabilities, digit);
