@@ -15,6 +15,7 @@ import argparse
 import json
 import resource
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,12 +25,12 @@ import torch
 from bench.machine import machine
 from mnist_core.classifier import DigitClassifier
 from pipeline import calibration
-from pipeline.data import NonDigitSet, load_split
-from pipeline.distributed import pick_device
+from pipeline.data import SPLITS, NonDigitSet, load_split
+from pipeline.distributed import Cluster, join, launch, leave, under_torchrun
 from pipeline.evaluate import non_digit_metrics, real_picture_metrics
 from pipeline.export import export_onnx
 from pipeline.model import predict_logits
-from pipeline.params import DEFAULT_PARAMS_FILE, TrainParams, load_params
+from pipeline.params import DEFAULT_PARAMS_FILE, Params, TrainParams, load_params
 from pipeline.train import calibrate
 from pipeline.training import fit, load_outliers, use_bf16
 
@@ -37,12 +38,45 @@ from pipeline.training import fit, load_outliers, use_bf16
 VALIDATION_PICTURES_SEED = 1
 
 
-def score(params: TrainParams, seed: int, device: torch.device, splits: dict) -> dict:
-    """Train one seed; return the validation-side figures and the test figures."""
+def compare_scores(model, splits: dict, temperature: float) -> dict:
+    """Exploration: held-out non-digits flagged at 1 % of validation digits, and AUROC, for
+    several scores a model could carry."""
+    import numpy as np
+    from scipy.special import logsumexp, softmax
+    from sklearn.metrics import roc_auc_score
+
+    nd = splits["non_digits"]
+    held = np.isin(nd.families, list(nd.held_out))
+    digits = predict_logits(model, splits["val"][0]).float().numpy()
+    others = predict_logits(model, torch.from_numpy(nd.images[held])).float().numpy()
+    candidates = {
+        "msp_calibrated": lambda z: softmax(z / temperature, axis=1).max(axis=1),
+        "msp_t1": lambda z: softmax(z, axis=1).max(axis=1),
+        "msp_t2": lambda z: softmax(z / 2, axis=1).max(axis=1),
+        "energy_t1": lambda z: logsumexp(z, axis=1),
+        "max_logit": lambda z: z.max(axis=1),
+    }
+    out = {}
+    for name, fn in candidates.items():
+        d, o = fn(digits), fn(others)
+        cut = np.quantile(d, 0.01)
+        auroc = roc_auc_score(np.r_[np.ones(len(d)), np.zeros(len(o))], np.r_[d, o])
+        out[name] = {"held_flagged": float((o < cut).mean()), "auroc": float(auroc)}
+    return out
+
+
+def score(
+    params: TrainParams, seed: int, device: torch.device, splits: dict, cluster: Cluster
+) -> dict | None:
+    """Train one seed; return the validation-side figures and the test figures (in the main
+    process of a distributed run; the others get None)."""
     params = params.model_copy(update={"seed": seed})
     started = time.perf_counter()
-    result = fit(params, splits["train"], splits["val"], device, outliers=load_outliers(params))
+    outliers = load_outliers(params)
+    result = fit(params, splits["train"], splits["val"], device, cluster=cluster, outliers=outliers)
     seconds = time.perf_counter() - started
+    if result is None:
+        return None
     metadata, calibrated = calibrate(result.model, splits["val"], params)
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "model.onnx"
@@ -51,6 +85,7 @@ def score(params: TrainParams, seed: int, device: torch.device, splits: dict) ->
         pictures = real_picture_metrics(classifier, VALIDATION_PICTURES_SEED)
         val_confidence = classifier.predict_proba(splits["val"][0].numpy()).max(axis=1)
         rejection = non_digit_metrics(classifier, splits["non_digits"], val_confidence)
+        scores = compare_scores(result.model, splits, metadata.temperature)
     images, labels = splits["test"]
     logits = predict_logits(result.model, images).float().numpy()
     probabilities = calibration.probabilities(logits, metadata.temperature)
@@ -67,6 +102,7 @@ def score(params: TrainParams, seed: int, device: torch.device, splits: dict) ->
         "val_held_out_auroc": rejection["non_digits"]["held_out"]["auroc"],
         "val_non_digits": rejection["non_digits"],
         "val_real_pictures_flagged": pictures["real_pictures_flagged"],
+        "val_scores": scores,
         "temperature": metadata.temperature,
         "val_ece": calibrated["val_ece"],
         "val_ece_uncalibrated": calibrated["val_ece_uncalibrated"],
@@ -84,15 +120,35 @@ def main() -> None:
     parser.add_argument("--label", default="default", help="names the results file")
     args = parser.parse_args()
 
-    base = load_params(DEFAULT_PARAMS_FILE, args.overrides).train
-    device = pick_device()
-    splits: dict = {name: load_split(base.data_dir, name) for name in ("train", "val", "test")}
+    params = load_params(DEFAULT_PARAMS_FILE, args.overrides)
+    base = params.train
+    if base.processes > 1 and not under_torchrun():  # as the train stage does
+        launch(base.processes, "bench.train_accuracy", sys.argv[1:])
+        return
+    cluster, device = join()
+    try:
+        rows = run_seeds(params, args.seeds, device, cluster)
+    finally:
+        leave()
+    if cluster.is_main:
+        report(args, base, device, rows)
+
+
+def run_seeds(params: Params, seeds: list[int], device: torch.device, cluster: Cluster) -> list:
+    splits: dict = {name: load_split(params.train.data_dir, name) for name in SPLITS}
     # The validation rendition of every non-digit family: what choices may look at.
-    splits["non_digits"] = NonDigitSet.load(base.non_digits.with_name("val.npz"))
+    splits["non_digits"] = NonDigitSet.load(params.non_digits.out_dir / "val.npz")
     rows = []
-    for seed in args.seeds:
-        rows.append(score(base, seed, device, splits))
-        print(json.dumps(rows[-1]), flush=True)
+    for seed in seeds:
+        row = score(params.train, seed, device, splits, cluster)
+        if row is not None:
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
+
+
+def report(args: argparse.Namespace, base: TrainParams, device: torch.device, rows: list) -> None:
+    """Write `bench/results/train_<label>.json` and print the Markdown table."""
 
     def median(key: str) -> float:
         return statistics.median(row[key] for row in rows)
@@ -104,6 +160,7 @@ def main() -> None:
     summary = {
         "label": args.label,
         **machine(device, use_bf16(base, device)),
+        "processes": base.processes,
         "overrides": args.overrides,
         **{f"median_{key}": median(key) for key in keys},
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

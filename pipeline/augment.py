@@ -63,16 +63,29 @@ def vary_stroke_width(
     return images + strength.abs() * (target - images)
 
 
+def hollow_out(
+    images: torch.Tensor, share: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Draw about `share` of the images hollow: each stroke replaced by its outline (the ink a
+    one-pixel dilation adds), as outlined or "bubble" digits are drawn."""
+    if share == 0:
+        return images
+    chosen = (torch.rand(images.shape[0], generator=generator) < share).view(-1, 1, 1, 1)
+    outline = (F.max_pool2d(images, 3, stride=1, padding=1) - images).clamp(0, 1)
+    return torch.where(chosen.to(images.device), outline, images)
+
+
 def augment(
     images: torch.Tensor, params: AugmentParams, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """Augment a (N, 1, H, W) batch in [0, 1]: stroke width, then one warp (affine + elastic)
-    per image. Uncovered pixels become 0 (background).
+    """Augment a (N, 1, H, W) batch in [0, 1]: stroke width, hollow strokes, then one warp
+    (affine + elastic) per image. Uncovered pixels become 0 (background).
 
     torchvision's transforms draw one transform per call, which a batch would share; here every
     image gets its own, in one `grid_sample` call.
     """
     images = vary_stroke_width(images, params.stroke_width, generator)
+    images = hollow_out(images, params.outline, generator)
     affine = params.degrees or params.translate or params.shear or params.scale != (1, 1)
     if not affine and not params.elastic:
         return images

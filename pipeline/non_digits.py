@@ -1,8 +1,9 @@
 """Generated non-digits in many families: what the model is taught to flag, and how it is measured.
 
 Each family is one *kind* of picture that is not a digit: letters of several alphabets, symbols,
-pictographs, geometric shapes, pen doodles, scribbles, noise, and pictures made of digits that
-are not one digit (two side by side or on top of each other, one cut up and shuffled). Shapes that
+pictographs, geometric shapes, letters and symbols drawn with a pen, pen doodles, scribbles,
+noise, and pictures made of digits that are not one digit (two side by side or on top of each
+other, one cut up and shuffled). Shapes that
 are digits — a bar, a ring — are left out. Every picture goes through the API's own preprocessing
 (`mnist_core.imaging.to_mnist`), as a user's upload or drawing would.
 
@@ -209,6 +210,36 @@ DOODLES: dict[str, Strokes] = {
 }  # fmt: skip
 
 
+def _pen_letter(rng: np.random.Generator, _: np.ndarray) -> Image.Image:
+    """A capital letter or a symbol drawn with a pen, as a hand on a mouse draws it."""
+    return pictures.pen_drawing(PEN_LETTERS[str(rng.choice(list(PEN_LETTERS)))], rng)
+
+
+# Letters and symbols as pen strokes in a unit box (x right, y down), none a digit's shape.
+PEN_LETTERS: dict[str, Strokes] = {
+    "A": [[(0.1, 1), (0.5, 0), (0.9, 1)], [(0.28, 0.55), (0.72, 0.55)]],
+    "E": [[(0.8, 0), (0.2, 0), (0.2, 1), (0.8, 1)], [(0.2, 0.5), (0.65, 0.5)]],
+    "F": [[(0.8, 0), (0.2, 0), (0.2, 1)], [(0.2, 0.5), (0.65, 0.5)]],
+    "H": [[(0.2, 0), (0.2, 1)], [(0.8, 0), (0.8, 1)], [(0.2, 0.5), (0.8, 0.5)]],
+    "K": [[(0.2, 0), (0.2, 1)], [(0.8, 0), (0.2, 0.55), (0.8, 1)]],
+    "M": [[(0.1, 1), (0.15, 0), (0.5, 0.6), (0.85, 0), (0.9, 1)]],
+    "N": [[(0.2, 1), (0.2, 0), (0.8, 1), (0.8, 0)]],
+    "R": [[(0.2, 1), (0.2, 0), *pictures.arc(0.45, 0.25, 0.3, 0.25, -90, 90, 8), (0.2, 0.5),
+           (0.8, 1)]],
+    "W": [[(0.05, 0), (0.25, 1), (0.5, 0.35), (0.75, 1), (0.95, 0)]],
+    "X": [[(0.15, 0), (0.85, 1)], [(0.85, 0), (0.15, 1)]],
+    "Y": [[(0.15, 0), (0.5, 0.5), (0.85, 0)], [(0.5, 0.5), (0.5, 1)]],
+    "plus": [[(0.5, 0.1), (0.5, 0.9)], [(0.1, 0.5), (0.9, 0.5)]],
+    "hash": [[(0.35, 0), (0.3, 1)], [(0.7, 0), (0.65, 1)], [(0.05, 0.35), (0.95, 0.35)],
+             [(0.05, 0.65), (0.95, 0.65)]],
+    "asterisk": [[(0.5, 0), (0.5, 1)], [(0.1, 0.25), (0.9, 0.75)], [(0.9, 0.25), (0.1, 0.75)]],
+    "equals": [[(0.1, 0.35), (0.9, 0.35)], [(0.1, 0.65), (0.9, 0.65)]],
+    "pi": [[(0.05, 0.2), (0.95, 0.2)], [(0.3, 0.2), (0.3, 1)], [(0.7, 0.2), (0.75, 1)]],
+    "sigma": [[(0.85, 0), (0.15, 0), (0.55, 0.5), (0.15, 1), (0.85, 1)]],
+    "triangle": [[(0.5, 0), (0.95, 0.9), (0.05, 0.9), (0.5, 0)]],
+}  # fmt: skip
+
+
 def _noise(rng: np.random.Generator, _: np.ndarray) -> Image.Image:
     """Specks, blobs or a texture of little rectangles over a large part of a page."""
     canvas = pictures.blank_canvas(rng)
@@ -260,6 +291,7 @@ FAMILIES: dict[str, Callable[[np.random.Generator, np.ndarray], Image.Image]] = 
     "other_scripts": _glyph("other_scripts"),
     "pictographs": _glyph("pictographs"),
     "shapes": _shape,
+    "pen_letters": _pen_letter,
     "doodles": _doodle,
     "scribbles": _scribble,
     "noise": _noise,

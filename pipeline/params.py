@@ -56,6 +56,8 @@ class AugmentParams(_Section):
     shear: float = Field(ge=0)
     # Up to this fraction of a 3×3 dilation (thicker) or erosion (thinner) per digit; 0: off.
     stroke_width: float = Field(default=0.0, ge=0, le=1)
+    # This share of the images is drawn hollow (each stroke replaced by its outline); 0: off.
+    outline: float = Field(default=0.0, ge=0, le=1)
     # Elastic distortion: smooth random displacements of up to about this many pixels; 0: off.
     elastic: float = Field(default=0.0, ge=0, le=4)
 

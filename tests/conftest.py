@@ -121,8 +121,9 @@ def tiny_params(raw_dir: Path, checksums: dict[str, str]) -> dict:
     params["download"].update(local_dir=str(raw_dir), mirrors=[], npm_package=None, files=checksums)
     params["preprocess"]["val_size"] = 50
     params["non_digits"].update(train_per_family=4, eval_per_family=3)
+    # One process: the tests of the train stage as several processes ask for them.
     params["train"].update(
-        epochs=2, batch_size=32, channels=[8, 16, 16], hidden_units=32, ema_decay=0.9
+        epochs=2, batch_size=32, channels=[8, 16, 16], hidden_units=32, ema_decay=0.9, processes=1
     )
     params["evaluate"]["seed_images_dir"] = str(SEED_IMAGES)
     params["register"].update(

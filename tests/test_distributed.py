@@ -13,7 +13,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from pipeline import download, preprocess
+from pipeline import download, non_digits, preprocess
 from pipeline.distributed import Cluster
 from pipeline.params import load_params
 from pipeline.training import shard
@@ -37,6 +37,7 @@ def test_train_stage_as_two_ddp_processes_logs_once(params_file: Path) -> None:
     argv = ["--params", str(params_file)]
     download.main(argv)
     preprocess.main(argv)
+    non_digits.main(argv)  # the train stage's Outlier Exposure reads them
     epochs = 2
     command = [sys.executable, "-m", "pipeline.train", *argv,
                "-S", "train.processes=2", "-S", f"train.epochs={epochs}"]  # fmt: skip

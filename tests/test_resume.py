@@ -14,7 +14,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from pipeline import download, preprocess
+from pipeline import download, non_digits, preprocess
 from pipeline.checkpoint import Checkpoint
 from pipeline.params import load_params
 from pipeline.training import EpochResult, fit
@@ -92,6 +92,7 @@ def test_kill_9_mid_training_then_rerun_completes_the_model(params_file: Path) -
     argv = ["--params", str(params_file)]
     download.main(argv)
     preprocess.main(argv)
+    non_digits.main(argv)  # the train stage's Outlier Exposure reads them
     settings = load_params(params_file).train
     command = [sys.executable, "-m", "pipeline.train", *argv, "-S", "train.epochs=40"]
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
