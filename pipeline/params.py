@@ -98,6 +98,12 @@ class RegisterParams(_Section):
     min_seed_accuracy: float = Field(ge=0, le=1)
     # The generated real-looking digits (fonts, mouse drawings) of the evaluate stage.
     min_real_pictures_accuracy: float = Field(default=0.0, ge=0, le=1)
+    # The promotion policy (pipeline/register.py): `auto` lets a clean `dvc repro` on `branch`
+    # move `production`; `manual` leaves every move to `mnist-registry promote`.
+    promote: Literal["auto", "manual"] = "auto"
+    branch: str = "main"
+    # Given instead to a version that passes the gate but may not move production.
+    challenger_alias: str = "challenger"
 
 
 class Params(_Section):
