@@ -17,6 +17,8 @@ import mlflow
 import pytest
 import uvicorn
 import yaml
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from mlflow.tracking import MlflowClient
 
 from bench.loadgen import free_port, wait_until_ready
@@ -108,6 +110,15 @@ def mlflow_server(backend_store_uri: str, root: Path) -> Iterator[str]:
                 server.wait()
 
 
+@contextlib.contextmanager
+def ready_client(app: FastAPI) -> Iterator[TestClient]:
+    """A test client of `app`, once its model store has tried its first load (the app answers
+    `/health` before that, and loads the model in the background)."""
+    with TestClient(app) as client:
+        assert app.state.service.store.checked.wait(timeout=60), "the first load never ended"
+        yield client
+
+
 @pytest.fixture(scope="session")
 def raw_mnist(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
     """A directory with the four raw IDX files of a tiny synthetic MNIST, and their checksums."""
@@ -188,6 +199,7 @@ def live_server_url(trained_registry: dict[str, str]) -> Iterator[str]:
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("the test server did not start")
         time.sleep(0.05)
+    assert app.state.service.store.checked.wait(timeout=60), "the first load never ended"
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=10)
