@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import ErrorCode
 
 from pipeline.io import sha256_of
 from pipeline.lineage import Lineage, changed_sources, current_lineage
 from pipeline.params import RegisterParams
 from pipeline.register import GATE, MetricsMismatch, check_metrics_match, decide, describe
+from pipeline.registry import RegistryError, version_with_alias
 
 POLICY = RegisterParams(
     run_info="r.json",
@@ -131,3 +135,29 @@ def test_lineage_of_a_git_tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     changed = current_lineage("data", "sha")
     assert (changed.dirty, changed.experiment) == (True, "dusty-sink")
     assert changed.tags()["git_dirty"] == "true"
+
+
+class FakeRegistry:
+    """Answers `get_registered_model` with aliases, or raises the MLflow error it is given."""
+
+    def __init__(self, error_code: str | None = None, aliases: dict[str, str] | None = None):
+        self.error_code, self.aliases = error_code, aliases or {}
+
+    def get_registered_model(self, name: str) -> SimpleNamespace:
+        if self.error_code:
+            code = ErrorCode.Value(self.error_code)
+            raise MlflowException(f"{name}: something", error_code=code)
+        return SimpleNamespace(aliases=self.aliases)
+
+    def get_model_version(self, name: str, version: str) -> SimpleNamespace:
+        return SimpleNamespace(version=version)
+
+
+def test_only_not_found_means_no_alias() -> None:
+    assert version_with_alias(FakeRegistry("RESOURCE_DOES_NOT_EXIST"), "m", "production") is None
+    assert version_with_alias(FakeRegistry(aliases={"previous": "1"}), "m", "production") is None
+    found = version_with_alias(FakeRegistry(aliases={"production": "3"}), "m", "production")
+    assert found is not None and found.version == "3"
+    for code in ("INTERNAL_ERROR", "PERMISSION_DENIED", "INVALID_PARAMETER_VALUE"):
+        with pytest.raises(RegistryError, match=f"{code}.*nothing was changed"):
+            version_with_alias(FakeRegistry(code), "m", "production")
