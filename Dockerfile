@@ -12,18 +12,16 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-# The dependencies first, read from pyproject.toml, so that editing the code reuses this layer.
+# The dependencies first, the locked versions with their hashes (`make lock` writes them), so
+# that editing the code reuses this layer and a build next year installs the same files.
 # pip's settings for a private index or a TLS-intercepting proxy come as secrets, which stay out
 # of the image: --secret id=pip.conf,src=FILE (and the CA bundle it names: id=ca.pem,src=FILE).
-COPY pyproject.toml ./
+COPY requirements/serve.txt requirements/build.txt ./
 RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf \
     --mount=type=secret,id=ca.pem \
-    python3 -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb')); \
-print(*p['build-system']['requires'], *p['project']['dependencies'], \
-*p['project']['optional-dependencies']['serve'], sep='\n')" > requirements.txt \
-    && python3 -m venv /opt/venv \
-    && /opt/venv/bin/pip install --requirement requirements.txt
-COPY README.md ./
+    python3 -m venv /opt/venv \
+    && /opt/venv/bin/pip install --require-hashes --requirement serve.txt --requirement build.txt
+COPY pyproject.toml README.md ./
 COPY mnist_core ./mnist_core
 COPY serving ./serving
 # The package alone, then what only building needed (pip itself included) leaves the venv.

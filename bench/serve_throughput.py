@@ -112,7 +112,9 @@ def one_round(
     model_uri = f"models:/{settings.model_name}@{settings.model_alias}"
     for workers in [1] if args.quick else [1, args.workers]:
         port = free_port()
-        command = ["mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local"]
+        # The `mlflow` of this interpreter's environment, whether or not its bin is on PATH.
+        mlflow_cli = str(Path(sys.executable).parent / "mlflow")
+        command = [mlflow_cli, "models", "serve", "-m", model_uri, "--env-manager", "local"]
         command += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
         with running(command, "/ping", port, env, timeout=180) as server:
             cells = sweep(server.url + "/invocations", bodies["json28"], concurrency, seconds)

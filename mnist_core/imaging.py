@@ -108,3 +108,9 @@ def to_mnist(image: Image.Image) -> np.ndarray:
     # `reducing_gap` first shrinks a large crop by whole pixels (cheap), then filters the rest.
     digit = crop.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
     return np.round(_centre_by_mass(np.asarray(digit, dtype=np.float32))).astype(np.uint8)
+
+
+def grey_levels_to_mnist(levels: np.ndarray) -> np.ndarray:
+    """Rows of grey levels 0-255 (any size, any polarity) → a 28×28 MNIST-style image: what
+    `/predict/pixels` does with its body, and what the evaluate stage measures it with."""
+    return to_mnist(Image.fromarray(np.asarray(levels, dtype=np.uint8), mode="L"))

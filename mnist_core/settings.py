@@ -3,12 +3,15 @@ read from the environment by the pipeline and the API alike."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The embedded default: a SQLite tracking/registry store and local artifacts in the project root.
 LOCAL_TRACKING_URI = "sqlite:///mlflow.db"
 LOCAL_ARTIFACT_ROOT = "mlartifacts"
+SQLITE_PREFIX = "sqlite:///"
 
 
 class MlflowSettings(BaseSettings):
@@ -29,3 +32,19 @@ class MlflowSettings(BaseSettings):
     @property
     def model_uri(self) -> str:
         return f"models:/{self.model_name}@{self.model_alias}"
+
+    def missing_local_store(self) -> str | None:
+        """A sentence when the tracking URI names a SQLite file that does not exist, else None.
+
+        The default `sqlite:///mlflow.db` is relative: started elsewhere than the project root,
+        MLflow would quietly create an empty store there, and nothing would be served."""
+        if not self.tracking_uri.startswith(SQLITE_PREFIX):
+            return None
+        path = Path(self.tracking_uri.removeprefix(SQLITE_PREFIX).partition("?")[0])
+        if path.is_file():
+            return None
+        return (
+            f"MLFLOW_TRACKING_URI={self.tracking_uri} names {path.absolute()}, which does not "
+            "exist: start from the project root (where `dvc repro` writes mlflow.db), or set "
+            "MLFLOW_TRACKING_URI to the store's absolute path (sqlite:////path/to/mlflow.db)."
+        )

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+from mlflow.tracking import MlflowClient
 from PIL import Image
 from sklearn.metrics import precision_recall_fscore_support
 
@@ -25,12 +26,13 @@ from mnist_core.classifier import DigitClassifier
 from mnist_core.imaging import IMAGE_SIZE, NUM_CLASSES, to_mnist
 from mnist_core.settings import MlflowSettings
 from pipeline import calibration, figures, pictures
+from pipeline.api_path import api_path_metrics
 from pipeline.cli import parse_stage_args
 from pipeline.data import NonDigitSet, data_version, load_split, split_path
-from pipeline.io import atomic_file, read_json, write_json
+from pipeline.io import atomic_file, read_json, sha256_of, write_json
 from pipeline.params import EvaluateParams
 from pipeline.rejection import rejection_metrics
-from pipeline.tracking import configure_mlflow, log_dataset
+from pipeline.tracking import configure_mlflow, log_dataset, run_in_this_store
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +112,22 @@ def non_digit_metrics(
     }
 
 
+def model_identity(params: EvaluateParams) -> dict[str, str]:
+    """Which model file and data the metrics are of: `register` refuses another file's."""
+    return {
+        "onnx_sha256": sha256_of(params.onnx_path),
+        "data_version": data_version(params.data_dir),
+    }
+
+
+def evaluation_run(params: EvaluateParams, metrics: dict[str, object]) -> str:
+    """The run to log to: the training run, or, when this tracking store does not know it (a
+    `dvc pull` on another machine, a new server), a run the model is logged again in (a warning
+    says so; `register` registers from that run)."""
+    run = read_json(params.run_info)
+    return run_in_this_store(MlflowClient(), run, params.onnx_path, metrics)[0]
+
+
 def read_history(path: Path) -> list[dict[str, float]]:
     """The numeric columns of the training history written by the train stage."""
     with path.open() as stream:
@@ -161,6 +179,7 @@ def evaluate(params: EvaluateParams, settings: MlflowSettings) -> dict[str, obje
         **non_digit_metrics(classifier, NonDigitSet.load(params.non_digits), confidences),
         "per_class": per_class_metrics(labels_np, predictions_np),
     }
+    metrics |= api_path_metrics(classifier, images, labels_np, params.batch_size)
     log.info(
         "test accuracy %.4f (%d errors), ECE %.4f (uncalibrated %.4f), seed images %s; "
         "real pictures %.3f; non-digits flagged %.3f (families never trained on %.3f), "
@@ -200,11 +219,10 @@ def evaluate(params: EvaluateParams, settings: MlflowSettings) -> dict[str, obje
     for name, figure in figure_set.items():
         with atomic_file(params.figures_dir / name) as tmp:
             figure.savefig(tmp, dpi=100, format="png")
-    write_json(params.metrics, metrics)
+    write_json(params.metrics, metrics | model_identity(params))
 
-    run_id = read_json(params.run_info)["run_id"]
     configure_mlflow(settings)
-    with mlflow.start_run(run_id=run_id):
+    with mlflow.start_run(run_id=evaluation_run(params, metrics)):
         path = split_path(params.data_dir, "test")
         log_dataset(path, "test", images, labels_np, data_version(params.data_dir))
         mlflow.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})

@@ -126,6 +126,12 @@ class RegisterParams(_Section):
     min_real_pictures_accuracy: float = Field(default=0.0, ge=0, le=1)
     # Non-digits of the families training never saw, flagged `uncertain` (or rejected as empty).
     min_held_out_non_digits_flagged: float = Field(default=0.0, ge=0, le=1)
+    # The promotion policy (pipeline/register.py): `auto` lets a clean `dvc repro` on `branch`
+    # move `production`; `manual` leaves every move to `mnist-registry promote`.
+    promote: Literal["auto", "manual"] = "auto"
+    branch: str = "main"
+    # Given instead to a version that passes the gate but may not move production.
+    challenger_alias: str = "challenger"
 
 
 class Params(_Section):

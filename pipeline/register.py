@@ -1,82 +1,136 @@
-"""Stage `register`: register the evaluated model and let a quality gate decide on promotion.
+"""Stage `register`: register the evaluated model with its lineage; the promotion policy decides
+whether it moves the `production` alias.
 
-The `production` alias moves only when the new version clears the thresholds in `params.yaml`
-and is not worse on the test set than the version serving now. The decision and its reason go
-to the MLflow run, to the model version's tags and to a DVC metrics file.
+Every evaluated model becomes a version, tagged with where it came from (git commit and whether
+the tree was dirty, branch, DVC experiment, data version, ONNX sha256) and with the gate's
+verdict. `production` moves only
+- to the first servable version of an empty registry (so a fresh `make run` serves), or
+- from a `dvc repro` of a clean tree on the configured branch, with `register.promote: auto`,
+  when the gate passes and the version beats production's test accuracy (a tie keeps it).
+A `dvc exp run`, a dirty tree or another branch never moves it: a version that passes the gate
+gets the `challenger` alias instead, for `mnist-registry promote` to promote by hand.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 import mlflow
-import numpy as np
 from mlflow.entities.model_registry import ModelVersion
-from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from mnist_core.imaging import IMAGE_SIZE
 from mnist_core.settings import MlflowSettings
 from pipeline.cli import parse_stage_args
-from pipeline.io import read_json, write_json
+from pipeline.io import read_json, sha256_of, write_json
+from pipeline.lineage import Lineage, current_lineage
 from pipeline.params import RegisterParams
-from pipeline.registry import promote, version_with_alias
-from pipeline.tracking import configure_mlflow, log_onnx_model
+from pipeline.registry import RegistryError, promote, version_with_alias
+from pipeline.tracking import configure_mlflow, run_in_this_store
 
 log = logging.getLogger(__name__)
+
+# The quality gate: each metric of the evaluate stage must reach the minimum that the named
+# `register` parameter sets.
+GATE = {
+    "test_accuracy": "min_test_accuracy",
+    "seed_accuracy": "min_seed_accuracy",
+    "real_pictures_accuracy": "min_real_pictures_accuracy",
+    "held_out_non_digits_flagged": "min_held_out_non_digits_flagged",
+}
+# Shown on the registered model in the MLflow UI.
+POLICY = (
+    "Every evaluated model is registered with its lineage (tags `git_*`, `dvc_experiment`, "
+    "`data_version`, `onnx_sha256`) and the quality gate's verdict (`gate`, `gate_reason`). "
+    "`production` moves only to the first servable version of an empty registry, or from a "
+    "`dvc repro` of a clean tree on the configured branch (`register.promote: auto`) that passes "
+    "the gate and beats production's test accuracy (a tie keeps production). Experiments, dirty "
+    "trees and other branches get `challenger` at most. By hand: `mnist-registry promote N "
+    "--reason …`, recorded on the version (`promoted_by`, `_at`, `_because`, `_from`)."
+)
+
+Action = Literal["promote", "challenger", "none"]
+VERDICTS: dict[Action, str] = {
+    "promote": "promoted",
+    "challenger": "not promoted (challenger)",
+    "none": "not promoted",
+}
+
+
+class MetricsMismatch(RuntimeError):
+    """The metrics file was computed on another model file than the one to register."""
 
 
 @dataclass(frozen=True)
 class Decision:
-    promote: bool
+    action: Action
     reason: str
+
+    @property
+    def promote(self) -> bool:
+        return self.action == "promote"
+
+
+def gate_failures(metrics: Mapping[str, object], params: RegisterParams) -> list[str]:
+    """The gate's checks that fail, as sentences; empty when it passes."""
+    failures = []
+    for metric, parameter in GATE.items():
+        minimum = float(getattr(params, parameter))
+        value = metrics.get(metric)
+        if not isinstance(value, int | float):
+            failures.append(f"{metric} is missing from the evaluation")
+        elif value < minimum:
+            failures.append(f"{metric} {value:.4f} < {minimum}")
+    return failures
 
 
 def decide(
-    metrics: Mapping[str, object], incumbent_accuracy: float | None, params: RegisterParams
+    metrics: Mapping[str, object],
+    lineage: Lineage,
+    incumbent_accuracy: float | None,
+    params: RegisterParams,
+    has_incumbent: bool,
 ) -> Decision:
-    """The quality gate: thresholds first, then no regression against the served version."""
-    test_accuracy = float(metrics["test_accuracy"])  # type: ignore[arg-type]
-    if test_accuracy < params.min_test_accuracy:
-        return Decision(False, f"test accuracy {test_accuracy:.4f} < {params.min_test_accuracy}")
-    seed_accuracy = float(metrics["seed_accuracy"])  # type: ignore[arg-type]
-    if seed_accuracy < params.min_seed_accuracy:
+    """The promotion policy: the gate, then where the model came from, then the comparison
+    with production (`incumbent_accuracy`; None when unknown)."""
+    if failures := gate_failures(metrics, params):
+        return Decision("none", "; ".join(failures))
+    accuracy = float(metrics["test_accuracy"])  # type: ignore[arg-type]
+    if not has_incumbent:
+        return Decision("promote", f"test accuracy {accuracy:.4f}; nothing is in production yet")
+    if lineage.experiment:
         return Decision(
-            False, f"seed-image accuracy {seed_accuracy:.2f} < {params.min_seed_accuracy}"
+            "challenger", f"experiment {lineage.experiment}: experiments never move production"
         )
-    real = float(metrics.get("real_pictures_accuracy", 0.0))  # type: ignore[arg-type]
-    if real < params.min_real_pictures_accuracy:
+    if lineage.dirty:
+        return Decision("challenger", "the working tree has uncommitted changes")
+    if lineage.branch != params.branch:
         return Decision(
-            False,
-            f"real-pictures accuracy {real:.3f} < {params.min_real_pictures_accuracy}",
+            "challenger", f"branch {lineage.branch or '(detached)'} is not {params.branch}"
         )
-    held_out = float(metrics.get("held_out_non_digits_flagged", 0.0))  # type: ignore[arg-type]
-    if held_out < params.min_held_out_non_digits_flagged:
-        return Decision(
-            False,
-            f"non-digits of families never trained on flagged {held_out:.3f} < "
-            f"{params.min_held_out_non_digits_flagged}",
-        )
+    if params.promote == "manual":
+        return Decision("challenger", "register.promote is manual: promote by hand")
     if incumbent_accuracy is None:
-        return Decision(True, f"test accuracy {test_accuracy:.4f}; nothing is in production yet")
-    if test_accuracy < incumbent_accuracy:
+        return Decision("challenger", "production's test accuracy is unknown: promote by hand")
+    if accuracy <= incumbent_accuracy:
         return Decision(
-            False,
-            f"test accuracy {test_accuracy:.4f} is worse than production's "
-            f"{incumbent_accuracy:.4f}",
+            "none",
+            f"test accuracy {accuracy:.4f} does not beat production's {incumbent_accuracy:.4f}",
         )
     return Decision(
-        True, f"test accuracy {test_accuracy:.4f} ≥ production's {incumbent_accuracy:.4f}"
+        "promote", f"test accuracy {accuracy:.4f} > production's {incumbent_accuracy:.4f}"
     )
 
 
-def describe(metrics: Mapping[str, object], data_version: str, decision: Decision) -> str:
+def describe(metrics: Mapping[str, object], lineage: Lineage, decision: Decision) -> str:
     """The model version's description, as the registry UI shows it (Markdown)."""
-    verdict = "promoted to production" if decision.promote else "not promoted"
+    verdict = VERDICTS[decision.action] + (" to production" if decision.promote else "")
+    dirty = " (with uncommitted changes)" if lineage.dirty else ""
     lines = [
-        f"**Gate:** {verdict}: {decision.reason}.",
+        f"**Policy:** {verdict}: {decision.reason}.",
         "",
         "| metric | value |",
         "|---|---|",
@@ -91,9 +145,24 @@ def describe(metrics: Mapping[str, object], data_version: str, decision: Decisio
         f"| `uncertain` below, temperature | {metrics.get('uncertain_below', 0):.3f}, "
         f"{metrics.get('temperature', 1):.3f} |",
         "",
-        f"Data version (DVC): `{data_version}`.",
+        f"Commit `{lineage.commit}`{dirty} on `{lineage.branch or '(detached)'}`"
+        + (f", experiment `{lineage.experiment}`" if lineage.experiment else "")
+        + f"; data version (DVC) `{lineage.data_version}`.",
     ]
     return "\n".join(lines)
+
+
+def check_metrics_match(metrics: Mapping[str, object], params: RegisterParams) -> str:
+    """The ONNX file's sha256, when the metrics were computed on this very file."""
+    digest = sha256_of(params.onnx_path)
+    scored = metrics.get("onnx_sha256")
+    if scored != digest:
+        raise MetricsMismatch(
+            f"{params.metrics} scored the model with sha256 {scored or '(not recorded)'}, but "
+            f"{params.onnx_path} has sha256 {digest}: run the evaluate stage on this model "
+            "first (`dvc repro`)."
+        )
+    return digest
 
 
 def _registered_version(
@@ -105,77 +174,71 @@ def _registered_version(
     return mlflow.register_model(model_uri, name, tags={"run_id": run_id})
 
 
-def _run_in_this_store(
-    client: MlflowClient, run: dict[str, str], metrics: dict[str, object], params: RegisterParams
-) -> tuple[str, str]:
-    """The training run and model URI to register. When this tracking store does not know the
-    run (a new server, a deleted mlflow.db), the DVC-tracked ONNX model is logged again in a new
-    run, with the evaluation's metrics, so that the registry can always be rebuilt."""
-    try:
-        client.get_run(run["run_id"])
-        return run["run_id"], run["model_uri"]
-    except MlflowException:
-        pass
-    experiments = [experiment.experiment_id for experiment in client.search_experiments()]
-    for earlier in client.search_runs(experiments, f"tags.relogged_from_run = '{run['run_id']}'"):
-        return earlier.info.run_id, f"runs:/{earlier.info.run_id}/model"  # logged again before
-    log.warning(
-        "Run %s is not in this tracking store: logging %s again", run["run_id"], params.onnx_path
-    )
-    with mlflow.start_run(run_name="relogged-" + run["run_id"][:8]) as relogged:
-        mlflow.set_tag("relogged_from_run", run["run_id"])
-        mlflow.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
-        example = np.zeros((1, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
-        model_uri = log_onnx_model(params.onnx_path, example)
-    return relogged.info.run_id, model_uri
+def _incumbent_accuracy(client: MlflowClient, incumbent: ModelVersion) -> float | None:
+    if "test_accuracy" in incumbent.tags:
+        return float(incumbent.tags["test_accuracy"])
+    return client.get_run(incumbent.run_id).data.metrics.get("test_accuracy")
+
+
+def _tag_version(client: MlflowClient, name: str, version: str, tags: dict[str, str]) -> None:
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
 
 
 def register(params: RegisterParams, settings: MlflowSettings) -> Decision:
     run = read_json(params.run_info)
     metrics = read_json(params.metrics)
+    digest = check_metrics_match(metrics, params)
+    lineage = current_lineage(str(metrics.get("data_version", "unknown")), digest)
     configure_mlflow(settings)
     client = MlflowClient()
-    run_id, model_uri = _run_in_this_store(client, run, metrics, params)
-    version = _registered_version(client, settings.model_name, run_id, model_uri)
-    client.set_model_version_tag(
-        settings.model_name, version.version, "test_accuracy", f"{metrics['test_accuracy']:.4f}"
-    )
-    incumbent = version_with_alias(client, settings.model_name, settings.model_alias)
+    name = settings.model_name
+    run_id, model_uri = run_in_this_store(client, run, params.onnx_path, metrics)
+    version = _registered_version(client, name, run_id, model_uri)
+    incumbent = version_with_alias(client, name, settings.model_alias)
     if incumbent is not None and str(incumbent.version) == str(version.version):
-        decision = Decision(True, f"version {version.version} already holds the alias")
+        decision = Decision("promote", f"version {version.version} already holds the alias")
     else:
-        incumbent_accuracy = None
-        if incumbent is not None:
-            incumbent_run = client.get_run(incumbent.run_id)
-            incumbent_accuracy = incumbent_run.data.metrics.get("test_accuracy")
-        decision = decide(metrics, incumbent_accuracy, params)
+        accuracy = _incumbent_accuracy(client, incumbent) if incumbent is not None else None
+        decision = decide(metrics, lineage, accuracy, params, has_incumbent=incumbent is not None)
     if decision.promote:
-        promote(client, settings, version.version)
-    verdict = "promoted" if decision.promote else "not promoted"
-    log.info("%s version %s %s: %s", settings.model_name, version.version, verdict, decision.reason)
+        promote(client, settings, version.version, decision.reason, by="register stage")
+    elif decision.action == "challenger":
+        client.set_registered_model_alias(name, params.challenger_alias, version.version)
+    log.info("%s version %s: %s (%s)", name, version.version, decision.action, decision.reason)
 
-    client.set_model_version_tag(settings.model_name, version.version, "gate", verdict)
-    client.set_model_version_tag(
-        settings.model_name, version.version, "gate_reason", decision.reason
+    failures = gate_failures(metrics, params)
+    _tag_version(
+        client,
+        name,
+        version.version,
+        {
+            **lineage.tags(),
+            "test_accuracy": f"{metrics['test_accuracy']:.4f}",
+            "gate": "failed" if failures else "passed",
+            "gate_reason": "; ".join(failures) or "every threshold met",
+            "policy": decision.action,
+            "policy_reason": decision.reason,
+            **{k: f"{metrics[k]:.4g}" for k in ("temperature", "uncertain_below") if k in metrics},
+        },
     )
-    for key in ("temperature", "uncertain_below"):
-        if key in metrics:
-            client.set_model_version_tag(
-                settings.model_name, version.version, key, f"{metrics[key]:.4g}"
-            )
-    data_version = client.get_run(run_id).data.tags.get("data_version", "unknown")
-    client.update_model_version(
-        settings.model_name, version.version, describe(metrics, data_version, decision)
-    )
+    client.update_model_version(name, version.version, describe(metrics, lineage, decision))
+    client.update_registered_model(name, POLICY)
     with mlflow.start_run(run_id=run_id):
-        mlflow.set_tags({"registry.decision": verdict, "registry.reason": decision.reason})
-        mlflow.set_tag("registry.version", version.version)
+        mlflow.set_tags(
+            {
+                "registry.decision": VERDICTS[decision.action],
+                "registry.reason": decision.reason,
+                "registry.version": version.version,
+            }
+        )
     write_json(
         params.decision,
         {
-            "model_name": settings.model_name,
+            "model_name": name,
             "version": int(version.version),
             "promoted": decision.promote,
+            "action": decision.action,
             "reason": decision.reason,
         },
     )
@@ -183,7 +246,11 @@ def register(params: RegisterParams, settings: MlflowSettings) -> Decision:
 
 
 def main(argv: list[str] | None = None) -> None:
-    register(parse_stage_args(__doc__ or "", argv).registration, MlflowSettings())
+    params = parse_stage_args(__doc__ or "", argv).registration
+    try:
+        register(params, MlflowSettings())
+    except (RegistryError, MetricsMismatch) as error:
+        sys.exit(f"register: {error}")
 
 
 if __name__ == "__main__":

@@ -1,17 +1,20 @@
 """The model registry: list versions, promote one to the serving alias, roll back.
 
-    python -m pipeline.registry list
-    python -m pipeline.registry promote 3
-    python -m pipeline.registry rollback
+    mnist-registry list
+    mnist-registry promote 3 --reason "beats version 2 on the new test pictures"
+    mnist-registry rollback --reason "version 3 misreads sevens"
 
 Promotion moves the `production` alias (MLflow 3 replaced stages with aliases) and leaves the
-version it replaces under the `previous` alias, which `rollback` returns to.
+version it replaces under the `previous` alias, which `rollback` returns to. Who promoted a
+version, when, why and from which version is recorded on it (tags `promoted_*`).
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import sys
+from datetime import UTC, datetime
 
 import mlflow
 from mlflow.entities.model_registry import ModelVersion
@@ -25,11 +28,40 @@ class RegistryError(RuntimeError):
     """A registry request that cannot be carried out, with what to do instead."""
 
 
+# The one registry error that means "not there": anything else is a failure to report.
+NOT_FOUND = "RESOURCE_DOES_NOT_EXIST"
+
+
 def version_with_alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    """The version holding `alias`; None only when the registry says the model or the alias does
+    not exist. Any other error (a server down, refused access) raises a `RegistryError`."""
+    # The registered model's aliases, rather than `get_model_version_by_alias`: a missing alias
+    # comes back from that as INVALID_PARAMETER_VALUE, told apart from real errors only by text.
     try:
-        return client.get_model_version_by_alias(name, alias)
-    except MlflowException:
-        return None
+        aliases = client.get_registered_model(name).aliases
+    except MlflowException as error:
+        if error.error_code == NOT_FOUND:
+            return None
+        raise RegistryError(
+            f"The registry could not say which version of {name} holds '{alias}' "
+            f"({error.error_code}); nothing was changed. Check MLFLOW_TRACKING_URI and retry."
+        ) from error
+    version = aliases.get(alias)
+    return None if version is None else client.get_model_version(name, str(version))
+
+
+def record_promotion(
+    client: MlflowClient, name: str, version: str, by: str, reason: str, previous: str | None
+) -> None:
+    """Who moved the serving alias to `version`, when, why and from which version."""
+    tags = {
+        "promoted_by": by,
+        "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "promoted_because": reason,
+        "promoted_from": previous or "none",
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
 
 
 def list_versions(client: MlflowClient, name: str) -> list[tuple[ModelVersion, list[str]]]:
@@ -46,8 +78,15 @@ def list_versions(client: MlflowClient, name: str) -> list[tuple[ModelVersion, l
     ]
 
 
-def promote(client: MlflowClient, settings: MlflowSettings, version: str) -> ModelVersion:
-    """Point the serving alias at `version`; the version it leaves keeps the `previous` alias."""
+def promote(
+    client: MlflowClient,
+    settings: MlflowSettings,
+    version: str,
+    reason: str = "promoted by hand",
+    by: str | None = None,
+) -> ModelVersion:
+    """Point the serving alias at `version`; the version it leaves keeps the `previous` alias.
+    The move is recorded on `version` (`by` defaults to the user running this)."""
     name = settings.model_name
     try:
         target = client.get_model_version(name, version)
@@ -59,10 +98,14 @@ def promote(client: MlflowClient, settings: MlflowSettings, version: str) -> Mod
     if current is not None:
         client.set_registered_model_alias(name, settings.previous_alias, current.version)
     client.set_registered_model_alias(name, settings.model_alias, target.version)
+    previous = str(current.version) if current is not None else None
+    record_promotion(client, name, target.version, by or getpass.getuser(), reason, previous)
     return client.get_model_version(name, target.version)
 
 
-def rollback(client: MlflowClient, settings: MlflowSettings) -> ModelVersion:
+def rollback(
+    client: MlflowClient, settings: MlflowSettings, reason: str = "rolled back by hand"
+) -> ModelVersion:
     """Return the serving alias to the version that held it before the last promotion."""
     previous = version_with_alias(client, settings.model_name, settings.previous_alias)
     if previous is None:
@@ -70,7 +113,7 @@ def rollback(client: MlflowClient, settings: MlflowSettings) -> ModelVersion:
             f"No version of {settings.model_name} holds the '{settings.previous_alias}' alias, "
             "so there is nothing to roll back to; use `promote VERSION` instead."
         )
-    return promote(client, settings, previous.version)
+    return promote(client, settings, previous.version, f"rollback: {reason}")
 
 
 def _describe(version: ModelVersion, aliases: list[str]) -> str:
@@ -86,10 +129,14 @@ def main(argv: list[str] | None = None) -> None:
     commands.add_parser("list", help="list versions with their aliases and test accuracy")
     promote_parser = commands.add_parser("promote", help="serve VERSION")
     promote_parser.add_argument("version")
-    commands.add_parser("rollback", help="serve the version that was served before")
+    rollback_parser = commands.add_parser("rollback", help="serve the version served before")
+    for command in (promote_parser, rollback_parser):
+        command.add_argument("--reason", required=True, help="why: recorded on the version")
     args = parser.parse_args(argv)
 
     settings = MlflowSettings()
+    if missing := settings.missing_local_store():
+        sys.exit(f"error: {missing}")
     mlflow.set_tracking_uri(settings.tracking_uri)
     client = MlflowClient()
     try:
@@ -99,9 +146,9 @@ def main(argv: list[str] | None = None) -> None:
                 print(_describe(version, aliases))
             return
         changed = (
-            promote(client, settings, args.version)
+            promote(client, settings, args.version, args.reason)
             if args.command == "promote"
-            else (rollback(client, settings))
+            else rollback(client, settings, args.reason)
         )
     except RegistryError as error:
         sys.exit(f"error: {error}")

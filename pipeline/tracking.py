@@ -3,19 +3,23 @@ the logging of the servable ONNX model."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 import mlflow
 import mlflow.data
 import numpy as np
 import onnx
+from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
 from mnist_core.classifier import LOGITS, PROBABILITIES, DigitClassifier
+from mnist_core.imaging import IMAGE_SIZE
 from mnist_core.settings import MlflowSettings
 from pipeline.io import sha256_of
 
@@ -25,6 +29,9 @@ EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 # MLflow's dataset digest column holds 36 characters; DVC's data version is a longer hash.
 DIGEST_LENGTH = 16
 DATASET_CONTEXT = {"train": "training", "val": "validation", "test": "testing"}
+RELOGGED_TAG = "relogged_from_run"
+
+log = logging.getLogger(__name__)
 
 
 def _is_local_store(tracking_uri: str) -> bool:
@@ -114,3 +121,28 @@ def log_onnx_model(onnx_path: Path, example: np.ndarray) -> str:
     )
     mlflow.set_tag("onnx_sha256", sha256_of(onnx_path))
     return info.model_uri
+
+
+def run_in_this_store(
+    client: MlflowClient, run: Mapping[str, str], onnx_path: Path, metrics: Mapping[str, object]
+) -> tuple[str, str]:
+    """The training run (`models/run.json`) and its model URI, in the configured store. When
+    this store does not know the run (a new server, a deleted mlflow.db, a `dvc pull` on another
+    machine), the DVC-tracked ONNX model is logged again, once, in a new run with `metrics`, so
+    that evaluation and the registry can always be rebuilt from DVC's outputs."""
+    try:
+        client.get_run(run["run_id"])
+        return run["run_id"], run["model_uri"]
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise  # a store that cannot answer is not an empty store
+    experiments = [experiment.experiment_id for experiment in client.search_experiments()]
+    for earlier in client.search_runs(experiments, f"tags.{RELOGGED_TAG} = '{run['run_id']}'"):
+        return earlier.info.run_id, f"runs:/{earlier.info.run_id}/model"  # logged again before
+    log.warning("Run %s is not in this tracking store: logging %s again", run["run_id"], onnx_path)
+    with mlflow.start_run(run_name="relogged-" + run["run_id"][:8]) as relogged:
+        mlflow.set_tag(RELOGGED_TAG, run["run_id"])
+        mlflow.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
+        example = np.zeros((1, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
+        model_uri = log_onnx_model(onnx_path, example)
+    return relogged.info.run_id, model_uri

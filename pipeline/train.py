@@ -215,6 +215,8 @@ def train(
             "tracking_uri": settings.tracking_uri,
         },
     )
+    # Only now: a failure above (calibration, export, the upload) resumes from the last epoch.
+    checkpoint.clear()
     return result
 
 

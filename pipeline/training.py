@@ -325,7 +325,6 @@ def fit(
     if not cluster.is_main:
         return None
     assert best is not None  # epochs > 0 is validated by the params model
-    if checkpoint is not None:
-        checkpoint.clear()
+    # The checkpoint stays: the caller removes it once every output is written.
     model.load_state_dict(best_state)
     return FitResult(model=model.eval(), history=history, best=best)

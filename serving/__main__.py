@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 
 from serving.settings import ServingSettings
 from serving.workers import serve
@@ -24,6 +25,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--access-log", action="store_true", help="log every request")
     args = parser.parse_args(argv)
+    if defaults.model_path is None and (missing := defaults.missing_local_store()):
+        sys.exit(f"error: {missing}")
     # Workers read their settings from the environment: tell them how many share the cores.
     os.environ["MNIST_WORKERS"] = str(args.workers)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")

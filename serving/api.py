@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 
 from serving.batching import MicroBatcher
 from serving.decode import UploadError
+from serving.limits import human_size
 from serving.metrics import ServiceMetrics
 from serving.model_store import ModelStore, ServedModel
 from serving.preprocess import Preprocessor
@@ -35,7 +36,10 @@ ERRORS = {
     413: {"model": ErrorResponse, "description": "file too large"},
     415: {"model": ErrorResponse, "description": "not an image of an accepted type"},
     422: {"model": ErrorResponse, "description": "no file, corrupt image, or no digit in it"},
-    503: {"model": ErrorResponse, "description": "no model loaded yet"},
+    503: {
+        "model": ErrorResponse,
+        "description": "no model loaded yet, or the server is too busy (see `Retry-After`)",
+    },
 }
 
 router = APIRouter()
@@ -76,7 +80,7 @@ async def read_upload(upload: UploadFile, settings: ServingSettings) -> bytes:
     data = await upload.read(settings.max_upload_bytes + 1)
     if len(data) > settings.max_upload_bytes:
         raise UploadError(
-            413, f"The file is larger than the {settings.max_upload_bytes / 2**20:g} MB limit."
+            413, f"The file is larger than the {human_size(settings.max_upload_bytes)} limit."
         )
     return data
 
@@ -130,9 +134,9 @@ async def health() -> Health:
 async def ready(service: ServiceDep) -> Readiness | JSONResponse:
     """200 once a model is loaded (with a `reason` when it is not the aliased version), 503 with
     the reason until then."""
-    store = service.store
-    if store.current is None:
-        body = Readiness(ready=False, reason=store.problem)
+    store, batcher_problem = service.store, service.batcher.problem
+    if store.current is None or batcher_problem is not None:
+        body = Readiness(ready=False, reason=batcher_problem or store.problem)
         return JSONResponse(body.model_dump(), status_code=503)
     return Readiness(ready=True, model_version=store.current.version, reason=store.problem)
 

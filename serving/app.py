@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -70,24 +71,36 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 def create_app(settings: ServingSettings | None = None) -> FastAPI:
     settings = settings or ServingSettings()
+    if settings.model_path is None and (missing := settings.missing_local_store()):
+        raise FileNotFoundError(missing)
     store, metrics = ModelStore(settings), ServiceMetrics()
     batcher = MicroBatcher(
-        settings.batch_max_size, settings.batch_max_wait_ms, metrics, enabled=settings.batching
+        settings.batch_max_size,
+        settings.batch_max_wait_ms,
+        metrics,
+        enabled=settings.batching,
+        queue_limit=settings.batch_queue_limit,
+        deadline_seconds=settings.request_deadline_seconds,
     )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await asyncio.to_thread(store.refresh)
+        os.environ.update(settings.registry_limits())  # read by MLflow at every request
+        if settings.model_path is not None:
+            store.refresh()  # a local file: quick, and one that cannot be loaded stops the start
         await batcher.start()
+        # The first load from the registry and the polling run in the background: the socket
+        # opens at once, `/health` answers, and `/ready` says why it is not ready yet.
         poller = asyncio.create_task(store.poll())
-        # Everything loaded so far (MLflow, FastAPI, the model) lives as long as the process:
-        # freezing it spares the garbage collector from scanning it on every full collection,
-        # which otherwise stalls requests for tens of milliseconds under load.
+        # Everything loaded so far (MLflow, FastAPI) lives as long as the process: freezing it
+        # spares the garbage collector from scanning it on every full collection, which
+        # otherwise stalls requests for tens of milliseconds under load.
         gc.freeze()
         yield
         poller.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await poller
+        store.close()
         await batcher.stop()
 
     app = FastAPI(
@@ -112,8 +125,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
 
-    batch_limit = settings.max_upload_bytes * settings.max_batch_files + MULTIPART_OVERHEAD
-    single_limit = settings.max_upload_bytes + MULTIPART_OVERHEAD
+    batch_limit = settings.max_upload_bytes * settings.max_batch_files
     app.add_middleware(
         BodySizeLimit,
         limit_for=lambda path: (
@@ -121,12 +133,15 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             if path.endswith("/batch")
             else PIXELS_BODY_LIMIT
             if path.endswith("/pixels")
-            else single_limit
+            else settings.max_upload_bytes
         ),
+        slack=MULTIPART_OVERHEAD,
     )
     # Starlette spools an upload over 1 MB to a temporary file. Bodies are capped above, so a
     # spool this size keeps every upload in memory: nothing a client sends touches the disk.
-    MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, batch_limit)
+    MultiPartParser.spool_max_size = max(
+        MultiPartParser.spool_max_size, batch_limit + MULTIPART_OVERHEAD
+    )
 
     if origins := settings.cors_origins.replace(",", " ").split():
         app.add_middleware(

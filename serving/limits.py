@@ -8,30 +8,40 @@ from collections.abc import Callable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
+def human_size(size: int) -> str:
+    """A byte count as people write limits: `5 MB`, `4 KB` (binary units)."""
+    if size >= 2**20:
+        return f"{size / 2**20:.4g} MB"
+    return f"{size / 2**10:.4g} KB"
+
+
 class BodyTooLarge(Exception):
     def __init__(self, limit: int) -> None:
-        super().__init__(f"The upload is larger than the {limit / 2**20:g} MB limit.")
+        super().__init__(f"The upload is larger than the {human_size(limit)} limit.")
 
 
 class BodySizeLimit:
-    """Pure ASGI middleware: answers 413 to a body over `limit_for(path)` bytes, by its
-    Content-Length header at once, or by counting the bytes as they arrive when there is none.
+    """Pure ASGI middleware: answers 413 to a body over `limit_for(path)` bytes (plus `slack`,
+    room for multipart headers; the answer names the limit itself), by its Content-Length header
+    at once, or by counting the bytes as they arrive when there is none.
 
     Counting stops the read by raising inside `receive`; whatever the app then answers (FastAPI
     turns a failed body read into a 400) is replaced by the 413.
     """
 
-    def __init__(self, app: ASGIApp, limit_for: Callable[[str], int]) -> None:
+    def __init__(self, app: ASGIApp, limit_for: Callable[[str], int], slack: int = 0) -> None:
         self.app = app
         self.limit_for = limit_for
+        self.slack = slack
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         limit = self.limit_for(scope["path"])
+        allowed = limit + self.slack
         declared = dict(scope.get("headers") or []).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > limit:
+        if declared.isdigit() and int(declared) > allowed:
             await self._refuse(send, limit)
             return
         received, exceeded, answered = 0, False, False
@@ -41,7 +51,7 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > limit:
+                if received > allowed:
                     exceeded = True
                     raise BodyTooLarge(limit)
             return message

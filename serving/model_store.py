@@ -8,7 +8,9 @@ import functools
 import hashlib
 import logging
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,6 +102,10 @@ class ModelStore:
         self.alias_version: str | None = None  # where the alias pointed at the last check
         self.problem: str | None = "the model has not been loaded yet"
         self._failed: tuple[str, int, float] | None = None  # version, failures, retry after
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="registry")
+        # Set once the first load has been tried, whatever came of it (tools and tests wait
+        # on it: the app answers before the model is loaded).
+        self.checked = threading.Event()
 
     @functools.cached_property
     def _client(self) -> MlflowClient:
@@ -111,8 +117,9 @@ class ModelStore:
         threads = self.settings.inference_threads or default_threads(self.settings.workers)
         return DigitClassifier(onnx_model, threads=threads)
 
-    def _load(self, version: str, run_id: str) -> ServedModel:
+    def _load(self, version: str) -> ServedModel:
         name = self.settings.model_name
+        run_id = self._client.get_model_version(name, version).run_id
         onnx_model = read_onnx_model(name, version, self.settings.tracking_uri)
         classifier = self._classifier(onnx_model)
         uri = f"models:/{name}/{version}"
@@ -146,21 +153,31 @@ class ModelStore:
 
     def refresh(self) -> bool:
         """Load the aliased version if it is not the one being served; True when it changed."""
+        try:
+            return self._refresh()
+        finally:
+            self.checked.set()
+
+    def _refresh(self) -> bool:
         if self.settings.model_path is not None:
             return self.current is None and self._load_file(self.settings.model_path)
         name, alias = self.settings.model_name, self.settings.model_alias
         try:
-            target = self._client.get_model_version_by_alias(name, alias)
+            # The registered model's aliases: a missing alias is then told by the registry's
+            # error code or by its absence, never by an error message's wording.
+            aliased = self._client.get_registered_model(name).aliases.get(alias)
         except MlflowException as error:
-            if error.error_code != "RESOURCE_DOES_NOT_EXIST" and "not found" not in str(error):
+            if error.error_code != "RESOURCE_DOES_NOT_EXIST":
                 return self._fail_to_reach(error)
+            aliased = None
+        except Exception as error:  # network errors, a server that is down or half up
+            return self._fail_to_reach(error)
+        if aliased is None:
             self.alias_version = None
             self.problem = f"no version of {name} holds the alias '{alias}'{self._serving_note()}"
             log.warning("%s", self.problem)
             return False
-        except Exception as error:  # network errors, a server that is down or half up
-            return self._fail_to_reach(error)
-        version = str(target.version)
+        version = str(aliased)
         self.alias_version = version
         if self.current is not None and self.current.version == version:
             self.problem, self._failed = None, None
@@ -168,7 +185,7 @@ class ModelStore:
         if self._backing_off(version):
             return False
         try:
-            served = self._load(version, target.run_id)
+            served = self._load(version)
         except Exception as error:  # a missing, corrupt or non-ONNX artifact
             failures = self._failed[1] + 1 if self._failed and self._failed[0] == version else 1
             delay = min(self.settings.poll_interval_seconds * 2**failures, MAX_RETRY_SECONDS)
@@ -190,8 +207,17 @@ class ModelStore:
         return False
 
     async def poll(self) -> None:
-        """Follow the alias forever, checking every `poll_interval_seconds` (a local model file
-        is not followed)."""
+        """Load the aliased version, then follow the alias forever, checking it every
+        `poll_interval_seconds` (a local model file is loaded at start, not followed).
+
+        Registry requests run on the store's own thread, so that the app answers meanwhile
+        and its shutdown never waits for a registry that does not answer (see `close`)."""
+        loop = asyncio.get_running_loop()
         while self.settings.model_path is None:
+            await loop.run_in_executor(self._executor, self.refresh)
             await asyncio.sleep(self.settings.poll_interval_seconds)
-            await asyncio.to_thread(self.refresh)
+
+    def close(self) -> None:
+        """Stop following: a registry request in flight is left to end on its own (within the
+        MLflow limits of `ServingSettings.registry_limits`)."""
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -14,22 +14,29 @@ import anyio
 import numpy as np
 from PIL import Image
 
-from mnist_core.imaging import EmptyImageError, to_mnist
+from mnist_core.imaging import EmptyImageError, grey_levels_to_mnist, to_mnist
 from serving.decode import UploadError, load_image, open_image
 
 
-def _mnist_or_422(image: Image.Image) -> np.ndarray:
+@contextlib.contextmanager
+def _empty_is_422() -> Iterator[None]:
     try:
-        return to_mnist(image)
+        yield
     except EmptyImageError as error:
         raise UploadError(422, str(error)) from None
+
+
+def _mnist_or_422(image: Image.Image) -> np.ndarray:
+    with _empty_is_422():
+        return to_mnist(image)
 
 
 def _grey_levels_to_mnist(rows: list[list[int]]) -> np.ndarray:
     # Sizes and value ranges are checked by the request schema; only the shape is left.
     if len({len(row) for row in rows}) != 1:
         raise UploadError(422, "`pixels` must be a rectangle: every row of the same length.")
-    return _mnist_or_422(Image.fromarray(np.asarray(rows, dtype=np.uint8), mode="L"))
+    with _empty_is_422():
+        return grey_levels_to_mnist(np.asarray(rows, dtype=np.uint8))
 
 
 class Preprocessor:

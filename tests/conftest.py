@@ -17,6 +17,8 @@ import mlflow
 import pytest
 import uvicorn
 import yaml
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from mlflow.tracking import MlflowClient
 
 from bench.loadgen import free_port, wait_until_ready
@@ -108,6 +110,15 @@ def mlflow_server(backend_store_uri: str, root: Path) -> Iterator[str]:
                 server.wait()
 
 
+@contextlib.contextmanager
+def ready_client(app: FastAPI) -> Iterator[TestClient]:
+    """A test client of `app`, once its model store has tried its first load (the app answers
+    `/health` before that, and loads the model in the background)."""
+    with TestClient(app) as client:
+        assert app.state.service.store.checked.wait(timeout=60), "the first load never ended"
+        yield client
+
+
 @pytest.fixture(scope="session")
 def raw_mnist(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
     """A directory with the four raw IDX files of a tiny synthetic MNIST, and their checksums."""
@@ -169,7 +180,7 @@ def trained_registry(tmp_path_factory: pytest.TempPathFactory, raw_mnist) -> dic
 
 
 @contextlib.contextmanager
-def served_in_thread(app: object) -> Iterator[str]:
+def served_in_thread(app: FastAPI) -> Iterator[str]:
     """`app` served by uvicorn on a free loopback port in a background thread; yields its URL
     and stops it on exit."""
     port = free_port()
@@ -181,6 +192,8 @@ def served_in_thread(app: object) -> Iterator[str]:
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("the test server did not start")
         time.sleep(0.05)
+    # The socket opens at once; the first model load runs in the background.
+    assert app.state.service.store.checked.wait(timeout=60), "the first load never ended"
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

@@ -25,9 +25,10 @@ from mnist_core.imaging import to_mnist
 from pipeline.registry import promote, rollback
 from serving.api import uncertain_reason
 from serving.app import create_app
+from serving.limits import human_size
 from serving.model_store import read_onnx_model
 from serving.settings import ServingSettings
-from tests.conftest import SEED_IMAGES
+from tests.conftest import SEED_IMAGES, ready_client
 from tests.synthetic import render_digits
 
 SEVEN = (SEED_IMAGES / "num_7.png").read_bytes()
@@ -39,7 +40,7 @@ def settings_for(env: dict[str, str], **overrides: object) -> ServingSettings:
 
 @pytest.fixture
 def client(trained_registry: dict[str, str]) -> TestClient:
-    with TestClient(create_app(settings_for(trained_registry))) as test_client:
+    with ready_client(create_app(settings_for(trained_registry))) as test_client:
         yield test_client
 
 
@@ -64,15 +65,22 @@ def test_health_ready_and_model(client: TestClient, trained_registry: dict[str, 
     assert (info["version"], info["run_id"]) == (str(production.version), production.run_id)
 
 
-def test_predict_answers_with_the_served_version(client: TestClient) -> None:
+def test_predict_answers_with_the_served_version(
+    client: TestClient, trained_registry: dict[str, str]
+) -> None:
     response = client.post("/predict", files={"file": ("num_7.png", SEVEN, "image/png")})
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["digit"] in range(10) and len(body["probabilities"]) == 10
-    assert abs(sum(body["probabilities"]) - 1) < 1e-3
-    assert body["confidence"] == pytest.approx(max(body["probabilities"]), abs=1e-5)
-    assert body["model_version"] == served_version(client)
-    assert isinstance(body["uncertain"], bool)
+    # Exactly what the production version's own file says about the preprocessed picture.
+    uri = trained_registry["MLFLOW_TRACKING_URI"]
+    production = MlflowClient(uri).get_model_version_by_alias("mnist-cnn", "production")
+    classifier = DigitClassifier(read_onnx_model("mnist-cnn", production.version, uri))
+    expected = classifier.predict_proba(to_mnist(Image.open(io.BytesIO(SEVEN)))[np.newaxis])[0]
+    assert body["model_version"] == served_version(client) == str(production.version)
+    assert body["digit"] == int(expected.argmax())
+    np.testing.assert_allclose(body["probabilities"], expected, atol=1e-6)
+    assert body["confidence"] == pytest.approx(float(expected.max()), abs=1e-5)
+    assert body["uncertain"] is (expected.max() < classifier.metadata.uncertain_below)
 
 
 def drawn_one() -> Image.Image:
@@ -142,7 +150,7 @@ def test_unusable_images_get_422(client: TestClient, data: bytes, phrase: str) -
 
 def test_pixel_limit_is_checked_from_the_header(trained_registry: dict[str, str]) -> None:
     app = create_app(settings_for(trained_registry, MNIST_MAX_IMAGE_PIXELS=100_000))
-    with TestClient(app) as small:
+    with ready_client(app) as small:
         response = small.post("/predict", files={"file": ("big.png", png_bomb(1000, 1000))})
         assert response.status_code == 413
         assert "1000×1000 pixels" in response.json()["detail"]
@@ -150,10 +158,22 @@ def test_pixel_limit_is_checked_from_the_header(trained_registry: dict[str, str]
 
 def test_upload_over_the_byte_limit_gets_413(trained_registry: dict[str, str]) -> None:
     app = create_app(settings_for(trained_registry, MNIST_MAX_UPLOAD_BYTES=4096))
-    with TestClient(app) as small:
+    with ready_client(app) as small:
+        # One byte over the limit: inside the body's room for multipart headers, so the
+        # endpoint's own check answers.
+        over = b"\0" * 4097
+        response = small.post("/predict", files={"file": ("big.png", over)})
+        assert response.status_code == 413
+        assert response.json()["detail"] == "The file is larger than the 4 KB limit."
+        # Far over: refused while the body arrives, naming the same limit.
         response = small.post("/predict", files={"file": ("big.png", SEVEN + b"\0" * 80_000)})
-        assert response.status_code == 413 and "limit" in response.json()["detail"]
+        assert response.status_code == 413
+        assert response.json()["detail"] == "The upload is larger than the 4 KB limit."
         assert small.get("/health").status_code == 200
+
+
+def test_the_default_limit_is_named_as_configured() -> None:
+    assert human_size(ServingSettings().max_upload_bytes) == "5 MB"
 
 
 def png_bomb(width: int, height: int) -> bytes:
@@ -221,7 +241,7 @@ def test_uncertain_flag_follows_the_threshold(client, trained_registry, offset, 
     confidence = client.post("/predict", files={"file": ("7.png", SEVEN)}).json()["confidence"]
     threshold = min(1.0, max(0.0, confidence + offset))
     app = create_app(settings_for(trained_registry, MNIST_UNCERTAIN_BELOW=threshold))
-    with TestClient(app) as test_client:
+    with ready_client(app) as test_client:
         response = test_client.post("/predict", files={"file": ("7.png", SEVEN, "image/png")})
         assert response.json()["uncertain"] is uncertain
         # An uncertain answer says why in words; a confident one has no reason.
@@ -257,7 +277,7 @@ def test_the_model_carries_its_own_threshold_and_calibration(client: TestClient)
 
 def test_not_ready_without_a_model(tmp_path: Path) -> None:
     empty = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'empty.db'}"}
-    with TestClient(create_app(settings_for(empty))) as test_client:
+    with ready_client(create_app(settings_for(empty))) as test_client:
         assert test_client.get("/health").status_code == 200
         ready = test_client.get("/ready")
         reason = ready.json()["reason"]
@@ -307,7 +327,7 @@ def test_alias_moves_during_load_never_mix_versions(trained_registry: dict[str, 
     }
     assert np.abs(expected[str(first.version)] - expected[str(second.version)]).max() > 0.01
     answers: list[tuple[str, np.ndarray]] = []
-    with TestClient(create_app(settings)) as test_client, ThreadPoolExecutor(8) as pool:
+    with ready_client(create_app(settings)) as test_client, ThreadPoolExecutor(8) as pool:
 
         def classify_batches() -> None:
             for _ in range(300):  # until the alias has stopped moving; bounded all the same
@@ -387,7 +407,7 @@ def test_streamed_upload_is_cut_off_at_the_limit(trained_registry: dict[str, str
             yield body[start : start + 8192]
 
     app = create_app(settings_for(trained_registry, MNIST_MAX_UPLOAD_BYTES=4096))
-    with TestClient(app) as small:
+    with ready_client(app) as small:
         response = small.post(
             "/predict",
             content=chunks(),

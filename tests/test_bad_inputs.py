@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw
 
 from serving.app import create_app
 from serving.settings import ServingSettings
-from tests.conftest import SEED_IMAGES
+from tests.conftest import SEED_IMAGES, ready_client
 from tests.test_api import png_bomb
 
 SEVEN = (SEED_IMAGES / "num_7.png").read_bytes()
@@ -100,7 +100,7 @@ UPLOADS: list[tuple[str, Callable[[], bytes], str, int, str]] = [
 
 @pytest.fixture(scope="module")
 def client(trained_registry: dict[str, str]) -> TestClient:
-    with TestClient(create_app(ServingSettings(**trained_registry))) as test_client:
+    with ready_client(create_app(ServingSettings(**trained_registry))) as test_client:
         yield test_client
 
 
@@ -157,7 +157,7 @@ def test_a_full_pending_budget_answers_503_with_retry_after(
 ) -> None:
     """Large pictures beyond the pending-pixels budget are refused at once, not queued."""
     settings = ServingSettings(**trained_registry, MNIST_MAX_PENDING_PIXELS=100_000)
-    with TestClient(create_app(settings)) as small_budget:
+    with ready_client(create_app(settings)) as small_budget:
         preprocessor = small_budget.app.state.service.preprocessor
         preprocessor.pending = 90_000  # as if another large picture were being decoded
         response = small_budget.post("/predict", files={"file": ("7.png", SEVEN)})
@@ -169,11 +169,11 @@ def test_a_full_pending_budget_answers_503_with_retry_after(
 
 def test_cross_origin_calls_are_closed_unless_configured(trained_registry: dict[str, str]) -> None:
     preflight = {"Origin": "https://elsewhere.example", "Access-Control-Request-Method": "POST"}
-    with TestClient(create_app(ServingSettings(**trained_registry))) as closed:
+    with ready_client(create_app(ServingSettings(**trained_registry))) as closed:
         response = closed.options("/predict", headers=preflight)
         assert "access-control-allow-origin" not in response.headers
     settings = ServingSettings(**trained_registry, MNIST_CORS_ORIGINS="https://elsewhere.example")
-    with TestClient(create_app(settings)) as open_to_one:
+    with ready_client(create_app(settings)) as open_to_one:
         response = open_to_one.options("/predict", headers=preflight)
         assert response.headers["access-control-allow-origin"] == "https://elsewhere.example"
         other = {**preflight, "Origin": "https://attacker.example"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from serving.batching import MicroBatcher
+from serving.decode import UploadError
 from serving.metrics import ServiceMetrics
 
 
@@ -35,10 +37,33 @@ def tagged(*tags: int) -> np.ndarray:
     return images
 
 
-async def started(max_size: int = 32, max_wait_ms: float = 2.0, enabled: bool = True):
-    batcher = MicroBatcher(max_size, max_wait_ms, ServiceMetrics(), enabled=enabled)
+async def started(
+    max_size: int = 32, max_wait_ms: float = 2.0, enabled: bool = True, **limits: float
+) -> MicroBatcher:
+    batcher = MicroBatcher(max_size, max_wait_ms, ServiceMetrics(), enabled=enabled, **limits)
     await batcher.start()
     return batcher
+
+
+class GatedClassifier(RecordingClassifier):
+    """Answers only once `release` is set, so that requests pile up behind the first batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.entered = threading.Event()
+
+    def predict_proba(self, pixels: np.ndarray) -> np.ndarray:
+        self.entered.set()
+        assert self.release.wait(timeout=10)
+        return super().predict_proba(pixels)
+
+
+async def in_flight(batcher: MicroBatcher, classifier: GatedClassifier, tag: int) -> asyncio.Task:
+    """A request that the batcher has handed to the (gated) model."""
+    task = asyncio.create_task(batcher.infer(classifier, tagged(tag)))
+    await asyncio.to_thread(classifier.entered.wait, 10)
+    return task
 
 
 def test_a_lone_request_does_not_wait_for_company() -> None:
@@ -172,3 +197,114 @@ def test_batch_sizes_are_measured(enabled: bool) -> None:
     count = metrics.registry.get_sample_value("mnist_inference_batch_size_count")
     total = metrics.registry.get_sample_value("mnist_inference_batch_size_sum")
     assert total == 3 and count >= 1
+
+
+def test_a_full_queue_answers_503_with_retry_after_at_once() -> None:
+    classifier = GatedClassifier()
+
+    async def scenario() -> UploadError:
+        batcher = await started(max_size=1, queue_limit=1)
+        first = await in_flight(batcher, classifier, 1)
+        queued = asyncio.create_task(batcher.infer(classifier, tagged(2)))
+        await asyncio.sleep(0)  # queued: the queue is full now
+        with pytest.raises(UploadError) as refused:
+            await batcher.infer(classifier, tagged(3))
+        classifier.release.set()
+        assert (await first)[0, 0] == 1 and (await queued)[0, 0] == 2
+        await batcher.stop()
+        return refused.value
+
+    refused = asyncio.run(scenario())
+    assert refused.status_code == 503 and refused.headers == {"Retry-After": "1"}
+    assert "1 requests waiting" in refused.detail
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_a_request_past_its_deadline_gets_503(enabled: bool) -> None:
+    classifier = GatedClassifier()
+
+    async def scenario() -> tuple[UploadError, float]:
+        batcher = await started(enabled=enabled, deadline_seconds=0.2)
+        begun = time.perf_counter()
+        with pytest.raises(UploadError) as late:
+            await batcher.infer(classifier, tagged(1))
+        elapsed = time.perf_counter() - begun
+        classifier.release.set()
+        await batcher.stop()
+        return late.value, elapsed
+
+    late, elapsed = asyncio.run(scenario())
+    assert late.status_code == 503 and "did not answer within 0.2 s" in late.detail
+    assert elapsed < 2
+
+
+def test_a_cancelled_caller_is_dropped_and_the_others_are_answered() -> None:
+    classifier = GatedClassifier()
+
+    async def scenario() -> None:
+        batcher = await started(max_size=1)
+        first = await in_flight(batcher, classifier, 1)
+        gone = asyncio.create_task(batcher.infer(classifier, tagged(2)))
+        await asyncio.sleep(0)
+        gone.cancel()  # the client went away while its request was queued
+        classifier.release.set()
+        assert (await first)[0, 0] == 1
+        assert (await batcher.infer(classifier, tagged(3)))[0, 0] == 3
+        assert gone.cancelled()
+        await batcher.stop()
+
+    asyncio.run(scenario())
+    assert classifier.calls == [1, 1]  # the cancelled request's image was never run
+
+
+def test_a_dead_gather_task_is_logged_reported_and_restarted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    classifier = RecordingClassifier()
+
+    async def scenario() -> tuple[UploadError, str | None]:
+        batcher = await started()
+        real_gather, deaths = batcher._gather, []
+
+        async def dies_once() -> list:
+            batch = await real_gather()
+            if not deaths:
+                deaths.append(True)
+                raise RuntimeError("a bug in the gather loop")
+            return batch
+
+        batcher._gather = dies_once
+        with pytest.raises(UploadError) as failed:
+            await batcher.infer(classifier, tagged(1))
+        problem = batcher.problem  # what `/ready` shows while it restarts
+        assert (await batcher.infer(classifier, tagged(2)))[0, 0] == 2
+        assert batcher.problem is None
+        await batcher.stop()
+        return failed.value, problem
+
+    with caplog.at_level(logging.ERROR, logger="serving.batching"):
+        failed, problem = asyncio.run(scenario())
+    assert failed.status_code == 503
+    assert problem == "the micro-batcher stopped and is being restarted"
+    assert "gather task died" in caplog.text and "a bug in the gather loop" in caplog.text
+
+
+def test_stop_answers_every_request_still_waiting() -> None:
+    classifier = GatedClassifier()
+
+    async def scenario() -> list[object]:
+        batcher = await started(max_size=1)
+        first = await in_flight(batcher, classifier, 1)
+        waiting = [asyncio.create_task(batcher.infer(classifier, tagged(t))) for t in (2, 3)]
+        await asyncio.sleep(0)
+        stopping = asyncio.create_task(batcher.stop())
+        outcomes = await asyncio.wait_for(
+            asyncio.gather(first, *waiting, return_exceptions=True), timeout=5
+        )
+        classifier.release.set()  # the batch in flight may finish: its caller already has 503
+        await stopping
+        return outcomes
+
+    outcomes = asyncio.run(scenario())
+    assert all(isinstance(o, UploadError) and o.status_code == 503 for o in outcomes), outcomes
+    assert all("shutting down" in o.detail for o in outcomes)  # type: ignore[union-attr]

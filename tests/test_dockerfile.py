@@ -55,7 +55,12 @@ def test_hadolint_passes() -> None:
 
 
 def test_copied_paths_exist_and_are_in_the_context() -> None:
-    assert set(copied_sources()) >= {"pyproject.toml", "mnist_core", "serving"}
+    assert set(copied_sources()) >= {
+        "requirements/serve.txt",
+        "pyproject.toml",
+        "mnist_core",
+        "serving",
+    }
     for source in copied_sources():
         assert (PROJECT_ROOT / source).exists(), source
         assert not dockerignored(source), source
@@ -76,7 +81,8 @@ def test_dependencies_are_installed_before_the_code_is_copied() -> None:
     install = next(i for i, line in enumerate(lines) if "--requirement" in line)
     code = [i for i, line in enumerate(lines) if re.match(r"COPY (mnist_core|serving) ", line)]
     assert code and install < min(code)
-    assert lines[install - 1].startswith("COPY pyproject.toml")
+    assert lines[install - 1].startswith("COPY requirements/serve.txt")  # the lock file
+    assert "--require-hashes" in lines[install]
     assert "torch" not in DOCKERFILE.read_text().replace("no torch", "")
     assert "--no-deps" in next(line for line in lines[min(code) :] if "pip install" in line)
 

@@ -45,7 +45,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, raw_mnist) -> tuple[Path, 
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     env = project_env(root)
     (root / ".gitignore").write_text("/mlflow.db\n/mlartifacts/\n")
-    run(["git", "init", "-q"], root, env)
+    run(["git", "init", "-q", "-b", "main"], root, env)  # the branch `register.branch` names
     run(["dvc", "init", "-q"], root, env)
     run(["git", "add", "-A"], root, env)
     run(["git", "commit", "-qm", "tiny project"], root, env)
@@ -69,11 +69,23 @@ def test_dvc_repro_runs_every_stage_once(project) -> None:
     assert client.get_model_version_by_alias("mnist-cnn", "production").version
 
 
-def test_dvc_exp_run_with_a_changed_param(project) -> None:
+def test_dvc_exp_run_never_moves_production(project) -> None:
+    """An experiment with a changed parameter trains, registers a version with its lineage and
+    gives it `challenger`; the version in production stays there."""
     root, env = project
+    run(["dvc", "repro"], root, env)  # a clean tree's model in production first
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    served = client.get_model_version_by_alias("mnist-cnn", "production").version
+
     output = run(["dvc", "exp", "run", "-S", "train.epochs=1"], root, env)
     assert "Running stage 'train'" in output
     assert "Running stage 'download'" not in output  # data stages do not depend on train params
+    assert client.get_model_version_by_alias("mnist-cnn", "production").version == served
+    challenger = client.get_model_version_by_alias("mnist-cnn", "challenger")
+    assert int(challenger.version) > int(served)
+    assert challenger.tags["dvc_experiment"] not in ("", "-")
+    assert challenger.tags["policy"] == "challenger"
+    assert "experiments never move production" in challenger.tags["policy_reason"]
     table = csv.DictReader(io.StringIO(run(["dvc", "exp", "show", "--csv"], root, env)))
     experiments = [row for row in table if row["typ"] == "branch_base"]
     assert experiments and experiments[-1]["train.epochs"] == "1"

@@ -3,22 +3,29 @@ an alias that is deleted. Each test works on its own copy of the tiny registry."
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import mlflow
 import pytest
-from fastapi.testclient import TestClient
+import uvicorn
 from mlflow.tracking import MlflowClient
 
 from bench.loadgen import free_port, wait_until_ready
 from pipeline.registry import promote
 from serving.app import create_app
 from serving.settings import ServingSettings
-from tests.conftest import SEED_IMAGES
+from tests.conftest import SEED_IMAGES, ready_client
 
 SEVEN = (SEED_IMAGES / "num_7.png").read_bytes()
 
@@ -49,18 +56,18 @@ def test_unloadable_version_keeps_the_previous_one_serving_and_backs_off(
     settings = ServingSettings(**registry_copy, MNIST_POLL_SECONDS=0.05)
     registry = MlflowClient(settings.tracking_uri)
     good = str(registry.get_model_version_by_alias(settings.model_name, "production").version)
-    with TestClient(create_app(settings)) as client:
+    with ready_client(create_app(settings)) as client:
         store = client.app.state.service.store
         attempts: list[str] = []
-        real_load = store._load
-        store._load = lambda version, run_id: (
-            attempts.append(version),
-            real_load(version, run_id),
-        )[1]
+        polls: list[bool] = []
+        real_load, real_refresh = store._load, store.refresh
+        store._load = lambda version: (attempts.append(version), real_load(version))[1]
+        store.refresh = lambda: polls.append(True) or real_refresh()
         bad = register_corrupt_version(settings, tmp_path)
         promote(registry, settings, bad)
         assert eventually(lambda: client.get("/model").json()["alias_version"] == bad)
-        time.sleep(1.0)  # 20 polls: without backoff, 20 attempts
+        seen = len(polls)
+        assert eventually(lambda: len(polls) >= seen + 20)  # without backoff, 20 attempts
         info = client.get("/model").json()
         assert info["version"] == good and "could not be loaded" in info["problem"]
         ready = client.get("/ready")
@@ -78,7 +85,7 @@ def test_unloadable_version_keeps_the_previous_one_serving_and_backs_off(
 def test_deleted_alias_keeps_serving_and_says_so(registry_copy: dict[str, str]) -> None:
     settings = ServingSettings(**registry_copy, MNIST_POLL_SECONDS=0.05)
     registry = MlflowClient(settings.tracking_uri)
-    with TestClient(create_app(settings)) as client:
+    with ready_client(create_app(settings)) as client:
         version = client.get("/model").json()["version"]
         registry.delete_registered_model_alias(settings.model_name, "production")
         assert eventually(lambda: client.get("/model").json()["alias_version"] is None)
@@ -90,18 +97,17 @@ def test_deleted_alias_keeps_serving_and_says_so(registry_copy: dict[str, str]) 
 
 @pytest.mark.slow
 def test_registry_down_at_start_then_up_without_restart(
-    registry_copy: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    registry_copy: dict[str, str], tmp_path: Path
 ) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
     settings = ServingSettings(MLFLOW_TRACKING_URI=url, MNIST_POLL_SECONDS=0.2)
-    with TestClient(create_app(settings)) as client:
+    with ready_client(create_app(settings)) as client:
         assert client.get("/health").status_code == 200
-        ready = client.get("/ready")
-        assert ready.status_code == 503
-        assert ready.json()["reason"] == "the model registry cannot be reached"
+        assert eventually(
+            lambda: client.get("/ready").json()["reason"] == "the model registry cannot be reached"
+        )
+        assert client.get("/ready").status_code == 503
         command = [
             str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
             "--port", str(port), "--workers", "1",
@@ -118,3 +124,62 @@ def test_registry_down_at_start_then_up_without_restart(
         finally:
             server.terminate()
             server.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def silent_host() -> Iterator[str]:
+    """A loopback port that accepts connections (the kernel completes them) and never answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+
+@contextlib.contextmanager
+def dead_host() -> Iterator[str]:
+    yield f"http://127.0.0.1:{free_port()}"  # nothing listens there
+
+
+@pytest.mark.parametrize("registry", [dead_host, silent_host])
+def test_health_answers_at_once_whatever_the_registry_does(
+    registry: Callable[[], contextlib.AbstractContextManager[str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With MLflow's own retry settings (none set here), a registry that is down or never
+    answers delays nothing: the socket is open and `/health` is 200 within 2 s of start."""
+    for name in list(os.environ):
+        if name.startswith("MLFLOW_HTTP_REQUEST_"):
+            monkeypatch.delenv(name)
+    with registry() as url:
+        port = free_port()
+        config = uvicorn.Config(
+            create_app(ServingSettings(MLFLOW_TRACKING_URI=url)),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+        )
+        server = uvicorn.Server(config)
+        started = time.monotonic()
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        try:
+            health = None
+            while time.monotonic() - started < 2 and health is None:
+                with contextlib.suppress(OSError):
+                    health = urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+            assert health is not None and health.status == 200
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2)
+            ready = json.loads(refused.value.read())
+            assert refused.value.code == 503 and ready["ready"] is False
+            assert ready["reason"] in (
+                "the model has not been loaded yet",
+                "the model registry cannot be reached",
+            )
+            # MLflow was bounded by the API's settings, not left at its own defaults.
+            assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "2"
+            assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "10"
+        finally:
+            server.should_exit = True
+            thread.join(timeout=15)
+        assert not thread.is_alive()  # the shutdown did not wait for the registry

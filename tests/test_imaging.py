@@ -9,7 +9,7 @@ import pytest
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from mnist_core.imaging import EmptyImageError, to_mnist
+from mnist_core.imaging import MNIST_MEAN, MNIST_STD, EmptyImageError, to_mnist
 from pipeline.imaging import to_model_input
 
 SEED_IMAGES = sorted((Path(__file__).parent / "data").glob("num_*.png"))
@@ -90,6 +90,11 @@ def test_a_speck_is_not_a_digit() -> None:
 
 
 def test_model_input_is_normalised() -> None:
-    batch = to_model_input(np.zeros((2, 28, 28), np.uint8))
-    assert batch.shape == (2, 1, 28, 28)
-    assert batch.max() < 0  # black is below the training mean
+    """Grey levels 0-255 → (level / 255 - MNIST mean) / MNIST std, as in training."""
+    pixels = np.zeros((2, 28, 28), np.uint8)
+    pixels[1] = 255
+    pixels[1, 0, :3] = (0, 51, 128)
+    batch = to_model_input(pixels).numpy()
+    assert batch.shape == (2, 1, 28, 28) and batch.dtype == np.float32
+    expected = (pixels[:, np.newaxis] / 255 - MNIST_MEAN) / MNIST_STD
+    np.testing.assert_allclose(batch, expected, rtol=1e-5, atol=1e-5)

@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from mnist_core.classifier import DigitClassifier
 from mnist_core.settings import MlflowSettings
-from pipeline import register
+from pipeline import evaluate, register
 from pipeline.io import sha256_of
 from pipeline.non_digits import FAMILIES
 from pipeline.registry import main as registry_cli
@@ -41,6 +41,11 @@ def test_pipeline_registers_a_production_model(pipeline_run: Path) -> None:
     assert run.data.params["augment.degrees"] == "10.0"
     assert {"git_commit", "data_version"} <= set(run.data.tags)
     assert run.data.tags["registry.decision"] == "promoted"
+    tags = version.tags
+    assert tags["onnx_sha256"] == sha256_of(pipeline_run / "models/model.onnx")
+    assert tags["gate"] == "passed" and tags["policy"] == "promote"
+    assert tags["promoted_by"] == "register stage" and tags["promoted_from"] == "none"
+    assert {"git_commit", "git_dirty", "git_branch", "dvc_experiment", "data_version"} <= set(tags)
     for metric in ("train_loss", "train_objective", "val_loss", "val_accuracy", "learning_rate"):
         history = client.get_metric_history(run.info.run_id, metric)
         assert [m.step for m in history] == [1, 2], metric
@@ -53,6 +58,12 @@ def test_pipeline_registers_a_production_model(pipeline_run: Path) -> None:
     assert evaluated["test_accuracy"] == pytest.approx(accuracy)
     assert run.data.metrics["test_accuracy"] == pytest.approx(accuracy)
     assert evaluated["test_errors"] == round((1 - accuracy) * len(labels))
+    assert evaluated["onnx_sha256"] == sha256_of(pipeline_run / "models/model.onnx")
+    for path in ("pixels", "png"):  # the test set through the API's preprocessing
+        assert 0 <= evaluated[f"api_{path}_errors"] <= len(labels)
+        assert evaluated[f"api_{path}_accuracy"] == pytest.approx(
+            1 - evaluated[f"api_{path}_errors"] / len(labels)
+        )
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
     assert {
         "evaluation/confusion_matrix.png",
@@ -170,7 +181,7 @@ def test_gate_keeps_production_on_a_worse_model_and_rollback_works(pipeline_run:
     # A second run whose gate cannot be passed: registered, but production stays.
     run_pipeline(pipeline_run / "params.yaml", "train.seed=7", "register.min_test_accuracy=1.0")
     decision = json.loads((pipeline_run / "metrics/register.json").read_text())
-    assert decision["promoted"] is False and "test accuracy" in decision["reason"]
+    assert decision["promoted"] is False and "test_accuracy" in decision["reason"]
     assert decision["version"] == int(first.version) + 1
     served = client.get_model_version_by_alias(settings.model_name, settings.model_alias)
     assert str(served.version) == str(first.version)
@@ -194,11 +205,11 @@ def test_registry_cli(pipeline_run: Path, capsys: pytest.CaptureFixture[str]) ->
     assert re.search(r"^\s+1\s+production\s+\d\.\d{4}", listing, flags=re.MULTILINE), listing
 
     with pytest.raises(SystemExit, match="nothing to roll back to"):
-        registry_cli(["rollback"])
+        registry_cli(["rollback", "--reason", "a test"])
     with pytest.raises(SystemExit, match="has no version 99"):
-        registry_cli(["promote", "99"])
+        registry_cli(["promote", "99", "--reason", "a test"])
 
-    registry_cli(["promote", "1"])
+    registry_cli(["promote", "1", "--reason", "a test"])
     assert "version 1 now holds 'production'" in capsys.readouterr().out
 
 
@@ -224,3 +235,30 @@ def test_register_rebuilds_a_lost_registry_from_the_dvc_outputs(
     assert len(client.search_model_versions(f"name = '{settings.model_name}'")) == 1
     experiment = client.get_run(production.run_id).info.experiment_id
     assert len(client.search_runs([experiment])) == 1
+
+
+def test_evaluate_works_when_the_training_run_is_unknown_to_the_store(
+    pipeline_run: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After `dvc pull` on another machine, or against a new server: evaluate logs to a run of
+    its own (holding the model again), says so, and register registers from that run."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{pipeline_run / 'other-store.db'}")
+    argv = ["--params", str(pipeline_run / "params.yaml")]
+    evaluate.main(argv)
+    assert "is not in this tracking store" in caplog.text
+    register.main(argv)
+    client = MlflowClient(MlflowSettings().tracking_uri)
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    trained_run = json.loads((pipeline_run / "models/run.json").read_text())["run_id"]
+    assert run.data.tags["relogged_from_run"] == trained_run
+    assert "test_accuracy" in run.data.metrics and "api_png_accuracy" in run.data.metrics
+    production = client.get_model_version_by_alias("mnist-cnn", "production")
+    assert production.run_id == run.info.run_id
+
+
+def test_register_refuses_metrics_of_another_model_file(pipeline_run: Path) -> None:
+    metrics_file = pipeline_run / "metrics/evaluate.json"
+    metrics = json.loads(metrics_file.read_text())
+    metrics_file.write_text(json.dumps(metrics | {"onnx_sha256": "0" * 64}))
+    with pytest.raises(SystemExit, match="run the evaluate stage on this model first"):
+        register.main(["--params", str(pipeline_run / "params.yaml")])

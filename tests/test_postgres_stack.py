@@ -131,7 +131,7 @@ def test_two_apis_serve_and_follow_a_registry_on_postgresql(
         # A second version of the same run's model, promoted with the registry CLI: both APIs
         # pick it up on their next poll, without a restart.
         second = mlflow.register_model(first.source, MODEL)  # as the register stage does
-        registry.main(["promote", str(second.version)])
+        registry.main(["promote", str(second.version), "--reason", "the stack test"])
         wait_for(
             lambda: all(
                 get_json(f"{api.url}/model")["version"] == str(second.version) for api in apis

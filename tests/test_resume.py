@@ -3,6 +3,7 @@ uninterrupted one would; `kill -9` mid-training followed by a re-run gives a com
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -14,7 +15,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from pipeline import download, non_digits, preprocess
+from pipeline import download, non_digits, preprocess, train
 from pipeline.checkpoint import Checkpoint
 from pipeline.params import load_params
 from pipeline.training import EpochResult, fit
@@ -41,8 +42,16 @@ def tiny_fit_inputs():
 def test_an_interrupted_fit_resumes_and_ends_as_an_uninterrupted_one(tmp_path: Path) -> None:
     params, train, val = tiny_fit_inputs()
     cpu = torch.device("cpu")
-    whole = fit(params, train, val, cpu, checkpoint=Checkpoint(tmp_path / "a.pt", "config"))
-    assert not (tmp_path / "a.pt").exists()  # removed once training is complete
+    complete = Checkpoint(tmp_path / "a.pt", "config")
+    whole = fit(params, train, val, cpu, checkpoint=complete)
+    # Kept after the last epoch (the train stage removes it once its outputs are written): a
+    # fit that finds it complete trains nothing and returns the same model.
+    again_epochs: list[int] = []
+    again = fit(params, train, val, cpu, on_epoch=lambda r: again_epochs.append(r.epoch),
+                checkpoint=complete)  # fmt: skip
+    assert again_epochs == [] and len(again.history) == params.epochs
+    for name, tensor in whole.model.state_dict().items():
+        torch.testing.assert_close(again.model.state_dict()[name], tensor)
 
     checkpoint = Checkpoint(tmp_path / "b.pt", "config")
 
@@ -119,3 +128,27 @@ def test_kill_9_mid_training_then_rerun_completes_the_model(params_file: Path) -
     (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
     steps = {m.step for m in client.get_metric_history(run.info.run_id, "val_loss")}
     assert steps == set(range(1, 41))  # one run holds every epoch, before and after the kill
+
+
+@pytest.mark.slow
+def test_a_failure_after_the_last_epoch_keeps_the_checkpoint_and_the_rerun_trains_nothing(
+    params_file: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    argv = ["--params", str(params_file)]
+    download.main(argv)
+    preprocess.main(argv)
+    settings = load_params(params_file).train
+
+    def upload_fails(*_: object) -> str:
+        raise Interrupted("the model upload failed")
+
+    with monkeypatch.context() as patch, pytest.raises(Interrupted):
+        patch.setattr(train, "log_servable_model", upload_fails)
+        train.main(argv)
+    assert settings.checkpoint_path.exists() and not settings.metrics.exists()
+    caplog.set_level(logging.INFO, logger="pipeline.training")
+    train.main(argv)
+    # Every epoch came from the checkpoint: none was trained again.
+    assert f"Resuming after epoch {settings.epochs}" in caplog.text
+    assert settings.metrics.exists() and settings.onnx_path.exists()
+    assert not settings.checkpoint_path.exists()  # removed once every output is written

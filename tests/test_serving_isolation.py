@@ -21,7 +21,9 @@ import sys
 from fastapi.testclient import TestClient
 from serving.app import create_app
 
-with TestClient(create_app()) as client:
+app = create_app()
+with TestClient(app) as client:
+    app.state.service.store.checked.wait(timeout=60)
     seven = open(sys.argv[1], "rb").read()
     response = client.post("/predict", files={"file": ("num_7.png", seven, "image/png")})
     assert response.status_code == 200, response.text

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fastapi.testclient import TestClient
 from mlflow.tracking import MlflowClient
 
 from serving.app import create_app
 from serving.settings import ServingSettings
-from tests.conftest import SEED_IMAGES, mlflow_server, run_pipeline, tiny_params
+from tests.conftest import SEED_IMAGES, mlflow_server, ready_client, run_pipeline, tiny_params
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +38,7 @@ def test_pipeline_and_api_against_a_tracking_server(
     assert run.info.artifact_uri.startswith("mlflow-artifacts:")  # stored by the server
     assert not (workdir / "mlartifacts").exists() and not (workdir / "mlflow.db").exists()
 
-    with TestClient(create_app(ServingSettings(MLFLOW_TRACKING_URI=tracking_server))) as api:
+    with ready_client(create_app(ServingSettings(MLFLOW_TRACKING_URI=tracking_server))) as api:
         assert api.get("/ready").status_code == 200
         seven = (SEED_IMAGES / "num_7.png").read_bytes()
         response = api.post("/predict", files={"file": ("7.png", seven, "image/png")})
