@@ -156,6 +156,11 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             metrics.model_version.labels(settings.model_name, settings.model_alias).set(
                 float(store.current.version)
             )
+        metrics.alias_version.clear()
+        if store.alias_version is not None:
+            metrics.alias_version.labels(settings.model_name, settings.model_alias).set(
+                float(store.alias_version)
+            )
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

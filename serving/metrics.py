@@ -39,6 +39,14 @@ class ServiceMetrics:
             ["name", "alias"],
             registry=self.registry,
         )
+        # What the alias names at the last registry check: differing from `model_version` for
+        # long, the replica cannot load it (the `ServedVersionDiffersFromAlias` alert).
+        self.alias_version = Gauge(
+            "mnist_alias_version",
+            "Registry version the alias names at the last check",
+            ["name", "alias"],
+            registry=self.registry,
+        )
         self.batch_size = Histogram(
             "mnist_inference_batch_size",
             "Images per ONNX Runtime call",
