@@ -8,7 +8,7 @@ The tests are `pipeline.drift_stats`. Writes an HTML report and a JSON summary (
 file), records the scores in the store for the API's gauges, and exits 1 when a test fires.
 
     python -m pipeline.drift [-S drift.window_size=1000]
-    dvc repro --single-item --force drift
+    dvc repro drift/dvc.yaml
 """
 
 from __future__ import annotations
