@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Annotated, Literal
 
 import numpy as np
-from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, Response, UploadFile
 from fastapi.responses import JSONResponse
 
 from monitoring.store import PredictionRecord, Source
@@ -176,7 +176,7 @@ async def predict(
     response: Response,
     source: Annotated[
         Literal["upload", "canvas"],
-        Query(description="where the picture comes from, for the prediction log"),
+        Form(description="where the picture comes from (the page sends `canvas`), for the log"),
     ] = "upload",
 ) -> Prediction:
     """Classify one uploaded picture of a digit."""

@@ -53,8 +53,8 @@ def written(client: TestClient) -> None:
     client.app.state.service.prediction_log.wait_until_written()
 
 
-def predict_seven(client: TestClient, **params: str) -> dict:
-    response = client.post("/predict", files={"file": ("7.png", SEVEN, "image/png")}, params=params)
+def predict_seven(client: TestClient, **form: str) -> dict:
+    response = client.post("/predict", files={"file": ("7.png", SEVEN, "image/png")}, data=form)
     assert response.status_code == 200, response.text
     assert response.headers["X-Prediction-Id"] == response.json()["prediction_id"]
     return response.json()
