@@ -7,10 +7,12 @@ from pathlib import Path
 from pydantic import Field, field_validator
 
 from mnist_core.settings import MlflowSettings
+from monitoring.settings import MonitoringSettings
 
 
-class ServingSettings(MlflowSettings):
-    """Registry settings shared with the pipeline, plus the API's own limits and tuning."""
+class ServingSettings(MlflowSettings, MonitoringSettings):
+    """Registry settings shared with the pipeline, the prediction log's, and the API's own
+    limits and tuning."""
 
     # A model file served instead of the registry's alias (an ONNX file, or an MLflow model
     # directory with an `onnx` flavor): loaded once at start, no registry, no polling.

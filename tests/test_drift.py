@@ -45,7 +45,7 @@ def test_input_statistics_of_a_drawn_box_and_of_a_blank_image() -> None:
 
 def test_psi_and_the_two_proportion_test_against_known_values() -> None:
     assert population_stability_index(np.array([50, 50]), np.array([50, 50])) == 0
-    # Shares 0.5/0.5 against 0.9/0.1: 0.4·ln(1.8) + (−0.4)·ln(0.2).
+    # Shares 0.5/0.5 against 0.9/0.1: 0.4 ln(0.9/0.5) - 0.4 ln(0.1/0.5).
     expected = 0.4 * np.log(0.9 / 0.5) - 0.4 * np.log(0.1 / 0.5)
     assert population_stability_index(np.array([5, 5]), np.array([9, 1])) == pytest.approx(expected)
     reference, window = np.r_[np.ones(30), np.zeros(970)], np.r_[np.ones(60), np.zeros(940)]
@@ -88,7 +88,8 @@ def classifier(trained_registry: dict[str, str], tmp_path_factory) -> tuple[Path
 
 def scored(classifier: DigitClassifier, pixels: np.ndarray) -> ScoredImages:
     probabilities = classifier.predict_proba(pixels)
-    return ScoredImages(pixels, probabilities, probabilities.max(1) < classifier.metadata.uncertain_below)
+    uncertain = probabilities.max(1) < classifier.metadata.uncertain_below
+    return ScoredImages(pixels, probabilities, uncertain)
 
 
 def thick(pixels: np.ndarray) -> np.ndarray:
