@@ -26,6 +26,13 @@ PSI_FLOOR = 1e-4
 # The input statistics, each tested with a two-sample Kolmogorov-Smirnov test.
 INPUT_STATISTICS = ("ink_share", "ink_box_height", "ink_box_width", "ink_box_row", "ink_box_col")
 TESTS = ("class_mix", "confidence", "uncertain_share", *INPUT_STATISTICS)
+# Each test's score, by the name it is stored and exported under (`mnist_drift_score{test}`).
+SCORE_NAMES = {
+    "class_mix": "class_mix_psi",
+    "confidence": "confidence_ks",
+    "uncertain_share": "uncertain_share_delta",
+    **{name: f"{name}_ks" for name in INPUT_STATISTICS},
+}
 
 
 class Window(Protocol):
@@ -139,29 +146,21 @@ def compare(reference: Window, window: Window, alpha: float) -> DriftResult:
     """Run every test of `TESTS` on the two windows, Bonferroni-corrected to `alpha` overall."""
     if not len(reference.pixels) or not len(window.pixels):
         raise ValueError("Both windows need at least one prediction to compare.")
-    raw: dict[str, tuple[str, tuple[float, float]]] = {
-        "class_mix": (
-            "class_mix_psi",
-            class_mix_test(reference.probabilities.argmax(1), window.probabilities.argmax(1)),
-        ),
-        "confidence": (
-            "confidence_ks",
-            ks_test(reference.probabilities.max(1), window.probabilities.max(1)),
-        ),
-        "uncertain_share": (
-            "uncertain_share_delta",
-            two_proportion_test(reference.uncertain, window.uncertain),
-        ),
-    }
     before, after = input_statistics(reference.pixels), input_statistics(window.pixels)
-    for name in INPUT_STATISTICS:
-        raw[name] = (f"{name}_ks", ks_test(before[name], after[name]))
+    raw = {
+        "class_mix": class_mix_test(
+            reference.probabilities.argmax(1), window.probabilities.argmax(1)
+        ),
+        "confidence": ks_test(reference.probabilities.max(1), window.probabilities.max(1)),
+        "uncertain_share": two_proportion_test(reference.uncertain, window.uncertain),
+        **{name: ks_test(before[name], after[name]) for name in INPUT_STATISTICS},
+    }
     threshold = alpha / len(raw)
-    tests = tuple(
-        TestResult(name, statistic, key, p_value, p_value < threshold)
-        for name, (key, (statistic, p_value)) in raw.items()
-    )
-    return DriftResult(tests, alpha, len(window.pixels), len(reference.pixels))
+    tests = []
+    for name in TESTS:
+        statistic, p_value = raw[name]
+        tests.append(TestResult(name, statistic, SCORE_NAMES[name], p_value, p_value < threshold))
+    return DriftResult(tuple(tests), alpha, len(window.pixels), len(reference.pixels))
 
 
 def subset(window: W, rows: np.ndarray | slice) -> W:

@@ -52,6 +52,7 @@ class ServiceMetrics:
             "Registry version the alias names at the last check",
             ["name", "alias"],
             registry=self.registry,
+            multiprocess_mode="livemostrecent",  # as `model_version`
         )
         self.batch_size = Histogram(
             "mnist_inference_batch_size",
