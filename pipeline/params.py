@@ -134,6 +134,24 @@ class RegisterParams(_Section):
     challenger_alias: str = "challenger"
 
 
+class DriftParams(_Section):
+    """The drift check (`python -m pipeline.drift`), run on demand: see `pipeline.drift`."""
+
+    data_dir: Path  # the validation split is the default reference; the test split, unshifted
+    onnx_path: Path  # scores the validation split as the API would (the served version's file)
+    report: Path  # HTML with the plots
+    metrics: Path  # the JSON summary, a DVC metrics file
+    window_size: int = Field(gt=0)  # the newest logged predictions compared
+    min_window_size: int = Field(gt=0)  # fewer logged predictions: no verdict, exit 0
+    model_version: str | None = None  # only this version's predictions; None: all
+    # `validation`: the validation split through the served model; `traffic`: the
+    # `window_size` predictions logged before the window.
+    reference: Literal["validation", "traffic"] = "validation"
+    alpha: float = Field(gt=0, lt=1)  # family-wise false-alarm rate, Bonferroni-corrected
+    false_alarm_windows: int = Field(ge=0)  # unshifted windows the false-alarm rate is measured on
+    seed: int = 0
+
+
 class Params(_Section):
     download: DownloadParams
     preprocess: PreprocessParams
@@ -142,6 +160,7 @@ class Params(_Section):
     evaluate: EvaluateParams
     # `register` would shadow a BaseModel attribute, so the field takes another name.
     registration: RegisterParams = Field(validation_alias="register")
+    drift: DriftParams
 
 
 def _apply_override(tree: dict[str, Any], assignment: str) -> None:

@@ -7,12 +7,14 @@ event loop (`preprocess.py`) → hand the 28×28 image to the micro-batcher → 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
-from fastapi import APIRouter, Depends, File, HTTPException, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, Response, UploadFile
 from fastapi.responses import JSONResponse
 
+from monitoring.store import PredictionRecord, Source
+from monitoring.writer import PredictionLog
 from serving.batching import MicroBatcher
 from serving.decode import UploadError
 from serving.limits import human_size
@@ -54,6 +56,7 @@ class Service:
     metrics: ServiceMetrics
     batcher: MicroBatcher
     preprocessor: Preprocessor
+    prediction_log: PredictionLog
 
 
 # Dependencies are `async def` so FastAPI calls them on the event loop: a plain `def` one is sent
@@ -122,6 +125,29 @@ def respond(probabilities: np.ndarray, served: ServedModel, service: Service) ->
     return prediction
 
 
+def logged(
+    prediction: Prediction, pixels: np.ndarray, source: Source, service: Service
+) -> Prediction:
+    """Count the answer per model version and queue it for the prediction log: its id and the
+    preprocessed 28×28 grey levels only, never the upload (the writer runs off this path)."""
+    service.metrics.monitoring.observe(
+        prediction.model_version, prediction.digit, prediction.confidence, prediction.uncertain,
+        source,
+    )  # fmt: skip
+    service.prediction_log.submit(
+        PredictionRecord(
+            id=prediction.prediction_id,
+            model_version=prediction.model_version,
+            source=source,
+            pixels=pixels,
+            digit=prediction.digit,
+            probabilities=prediction.probabilities,
+            uncertain=prediction.uncertain,
+        )
+    )
+    return prediction
+
+
 @router.get("/health", response_model=Health, tags=["service"])
 async def health() -> Health:
     """The process is alive (it may still be loading a model)."""
@@ -166,12 +192,19 @@ async def predict(
     ],
     service: ServiceDep,
     served: ModelDep,
+    response: Response,
+    source: Annotated[
+        Literal["upload", "canvas"],
+        Form(description="where the picture comes from (the page sends `canvas`), for the log"),
+    ] = "upload",
 ) -> Prediction:
     """Classify one uploaded picture of a digit."""
     with service.batcher.arriving():
         pixels = await service.preprocessor.upload(await read_upload(file, service.settings))
     probabilities = await service.batcher.infer(served.classifier, pixels[np.newaxis])
-    return respond(probabilities[0], served, service)
+    prediction = logged(respond(probabilities[0], served, service), pixels, source, service)
+    response.headers["X-Prediction-Id"] = prediction.prediction_id
+    return prediction
 
 
 @router.post("/predict/batch", response_model=BatchPrediction, responses=ERRORS, tags=["predict"])
@@ -197,13 +230,14 @@ async def predict_batch(
         outcomes = await service.preprocessor.uploads(uploads)
     good = [pixels for pixels in outcomes if isinstance(pixels, np.ndarray)]
     rows = iter(await service.batcher.infer(served.classifier, np.stack(good)) if good else [])
+    images = iter(good)
     results = [
         BatchItem(filename=upload.filename, status_code=outcome.status_code, error=outcome.detail)
         if isinstance(outcome, UploadError)
         else BatchItem(
             filename=upload.filename,
             status_code=200,
-            prediction=respond(next(rows), served, service),
+            prediction=logged(respond(next(rows), served, service), next(images), "batch", service),
         )
         for upload, outcome in zip(files, outcomes, strict=True)
     ]
@@ -215,9 +249,12 @@ async def predict_pixels(
     body: PixelsRequest,
     service: ServiceDep,
     served: ModelDep,
+    response: Response,
 ) -> Prediction:
     """Classify a picture sent as rows of grey levels (0-255)."""
     with service.batcher.arriving():
         pixels = await service.preprocessor.grey_levels(body.pixels)
     probabilities = await service.batcher.infer(served.classifier, pixels[np.newaxis])
-    return respond(probabilities[0], served, service)
+    prediction = logged(respond(probabilities[0], served, service), pixels, "pixels", service)
+    response.headers["X-Prediction-Id"] = prediction.prediction_id
+    return prediction

@@ -15,15 +15,18 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from starlette.formparsers import MultiPartParser
 from swagger_ui_bundle import swagger_ui_path
 
+from monitoring.metrics import StoreCollector
+from monitoring.writer import PredictionLog
 from serving.api import Service, router
 from serving.batching import MicroBatcher
 from serving.decode import UploadError
+from serving.feedback import router as feedback_router
 from serving.limits import BodySizeLimit
-from serving.metrics import RequestMetrics, ServiceMetrics
+from serving.metrics import RequestMetrics, ServiceMetrics, scrape
 from serving.model_store import ModelStore
 from serving.preprocess import Preprocessor
 from serving.schemas import MAX_PIXEL_SIDE
@@ -82,6 +85,10 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         queue_limit=settings.batch_queue_limit,
         deadline_seconds=settings.request_deadline_seconds,
     )
+    prediction_log = PredictionLog(settings, metrics.monitoring)
+    # Gauges every worker reads alike from the store, at scrape time (feedback accuracy, drift).
+    store_gauges = CollectorRegistry()
+    store_gauges.register(StoreCollector(prediction_log.store))
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -89,6 +96,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         if settings.model_path is not None:
             store.refresh()  # a local file: quick, and one that cannot be loaded stops the start
         await batcher.start()
+        prediction_log.start()
         # The first load from the registry and the polling run in the background: the socket
         # opens at once, `/health` answers, and `/ready` says why it is not ready yet.
         poller = asyncio.create_task(store.poll())
@@ -102,6 +110,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             await poller
         store.close()
         await batcher.stop()
+        await asyncio.to_thread(prediction_log.stop)
 
     app = FastAPI(
         title="MNIST digit recognizer",
@@ -119,9 +128,11 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         Preprocessor(
             settings.max_image_pixels, settings.decode_threads, settings.max_pending_pixels
         ),
+        prediction_log,
     )
     _install_error_handlers(app)
     app.include_router(router)
+    app.include_router(feedback_router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
 
@@ -171,6 +182,13 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             metrics.model_version.labels(settings.model_name, settings.model_alias).set(
                 float(store.current.version)
             )
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        metrics.alias_version.clear()
+        if store.alias_version is not None:
+            metrics.alias_version.labels(settings.model_name, settings.model_alias).set(
+                float(store.alias_version)
+            )
+        # Off the event loop: the store's gauges are read from the database.
+        text = await asyncio.to_thread(scrape, metrics.registry, store_gauges)
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
 
     return app

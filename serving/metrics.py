@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from monitoring.metrics import MonitoringMetrics
 
 
 @dataclass
@@ -38,6 +42,17 @@ class ServiceMetrics:
             "Registry version being served",
             ["name", "alias"],
             registry=self.registry,
+            # Several workers: the value the last scraped live worker set (the served version).
+            multiprocess_mode="livemostrecent",
+        )
+        # What the alias names at the last registry check: differing from `model_version` for
+        # long, the replica cannot load it (the `ServedVersionDiffersFromAlias` alert).
+        self.alias_version = Gauge(
+            "mnist_alias_version",
+            "Registry version the alias names at the last check",
+            ["name", "alias"],
+            registry=self.registry,
+            multiprocess_mode="livemostrecent",  # as `model_version`
         )
         self.batch_size = Histogram(
             "mnist_inference_batch_size",
@@ -51,6 +66,17 @@ class ServiceMetrics:
             buckets=(0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1),
             registry=self.registry,
         )
+        self.monitoring = MonitoringMetrics(self.registry)
+
+
+def scrape(own: CollectorRegistry, shared: CollectorRegistry) -> bytes:
+    """One scrape's text: this process's metrics or, with several workers (PROMETHEUS_MULTIPROC_DIR
+    set, see `serving.workers`), every worker's summed; then `shared`, which every worker reads
+    alike (the gauges read from the prediction store)."""
+    if directory := os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        own = CollectorRegistry()
+        MultiProcessCollector(own, path=directory)
+    return generate_latest(own) + generate_latest(shared)
 
 
 class RequestMetrics:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import uuid
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 
 from mnist_core.imaging import NUM_CLASSES
 
@@ -22,6 +23,10 @@ class Prediction(BaseModel):
         'or "It could be a 4 or a 9."); null when it is not',
     )
     model_version: str = Field(description="registry version that made this prediction")
+    prediction_id: str = Field(
+        default_factory=lambda: uuid.uuid4().hex,
+        description="this answer's id: send it to POST /feedback to say whether it was right",
+    )
 
 
 class BatchItem(BaseModel):
@@ -90,3 +95,29 @@ class Readiness(BaseModel):
 
 class ErrorResponse(BaseModel):
     detail: str = Field(description="what went wrong and what to do, in a sentence")
+
+
+FeedbackLabel = Literal["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "not_a_digit"]
+
+
+def _digit_as_text(value: object) -> object:
+    # `"label": 7` means what `"label": "7"` does (a bool is no digit).
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class FeedbackRequest(BaseModel):
+    prediction_id: str = Field(
+        pattern="^[0-9a-f]{32}$", description="the `prediction_id` of the answer this is about"
+    )
+    label: Annotated[FeedbackLabel, BeforeValidator(_digit_as_text)] = Field(
+        description="what the picture really shows: a digit 0-9 (the predicted one if the "
+        "answer was right) or `not_a_digit`"
+    )
+
+
+class FeedbackReceipt(BaseModel):
+    prediction_id: str
+    label: FeedbackLabel
+    status: str = Field(description="`pending`: it is reviewed before any training uses it")
+    predicted: int = Field(description="the digit the model answered")
+    model_version: str = Field(description="the version that answered")

@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 
 from mnist_core.settings import MlflowSettings
+from monitoring.settings import MonitoringSettings
 
 
 # Each worker holds its own model and MLflow client (about 235 MiB): past a few, more cores are
@@ -21,8 +22,9 @@ def default_workers() -> int:
     return max(1, min(os.cpu_count() or 1, MAX_DEFAULT_WORKERS))
 
 
-class ServingSettings(MlflowSettings):
-    """Registry settings shared with the pipeline, plus the API's own limits and tuning."""
+class ServingSettings(MlflowSettings, MonitoringSettings):
+    """Registry settings shared with the pipeline, the prediction log's, and the API's own
+    limits and tuning."""
 
     # A model file served instead of the registry's alias (an ONNX file, or an MLflow model
     # directory with an `onnx` flavor): loaded once at start, no registry, no polling.

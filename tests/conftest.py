@@ -119,6 +119,16 @@ def ready_client(app: FastAPI) -> Iterator[TestClient]:
         yield client
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_prediction_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Every app a test starts (in process or as `python -m serving`) logs its predictions to a
+    SQLite file of the session's, never to the checkout's `predictions.db`."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('prediction-store') / 'predictions.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MNIST_STORE_URL", url)
+        yield url
+
+
 @pytest.fixture(scope="session")
 def raw_mnist(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
     """A directory with the four raw IDX files of a tiny synthetic MNIST, and their checksums."""

@@ -377,6 +377,11 @@ def test_prometheus_metrics(client: TestClient) -> None:
         f'mnist_model_version{{alias="production",name="mnist-cnn"}} '
         f"{float(served_version(client))}" in text
     )
+    # The alias names the served version once it is loaded (the alert compares the two).
+    assert (
+        f'mnist_alias_version{{alias="production",name="mnist-cnn"}} '
+        f"{float(served_version(client))}" in text
+    )
 
 
 def test_index_page_and_docs(client: TestClient) -> None:

@@ -322,3 +322,50 @@ def test_a_drawn_letter_is_answered_in_words(
     expect(reason).to_have_text("It does not look like a digit.")
     screenshot(page, screenshots, "not-a-digit.png")
     context.close()
+
+
+def test_right_question_stores_the_users_answers(
+    page: Page, private_prediction_store: str, screenshots: Path
+) -> None:
+    """After each answer the page asks "Right?": yes, the right digit, or not a digit. Each
+    click is stored as pending feedback on that very prediction, and the user is thanked."""
+    from monitoring.store import FeedbackFilter, open_store
+
+    expect(page.locator("#feedback")).to_be_hidden()
+    answers = []
+    for choice in ("yes", "other digit", "not a digit"):
+        page.locator("#clear-canvas").click()
+        draw_seven(page)
+        with page.expect_response("**/predict") as response_info:
+            page.locator("#predict-canvas").click()
+        answer = response_info.value.json()
+        expect(page.locator("#feedback-question")).to_have_text("Right?")
+        expect(page.locator("#feedback-thanks")).to_be_hidden()
+        # "Yes" stands for the predicted digit: its own button is not offered again.
+        expect(page.locator(f'#feedback-digits [data-label="{answer["digit"]}"]')).to_be_hidden()
+        other = (answer["digit"] + 1) % 10
+        button = {
+            "yes": page.locator("#feedback-yes"),
+            "other digit": page.locator(f'#feedback-digits [data-label="{other}"]'),
+            "not a digit": page.locator("#feedback-not-digit"),
+        }[choice]
+        if choice == "other digit":
+            screenshot(page, screenshots, "feedback-question.png")
+        with page.expect_response("**/feedback") as feedback_info:
+            button.click()
+        assert feedback_info.value.status == 201, feedback_info.value.text()
+        expect(page.locator("#feedback-thanks")).to_contain_text("Thanks!")
+        expect(page.locator("#feedback-choices")).to_be_hidden()
+        answers.append((answer, {"yes": str(answer["digit"]), "other digit": str(other),
+                                 "not a digit": "not_a_digit"}[choice]))  # fmt: skip
+    screenshot(page, screenshots, "feedback-thanks.png")
+
+    store = open_store(private_prediction_store)
+    try:
+        ids = tuple(answer["prediction_id"] for answer, _ in answers)
+        stored = {row.prediction_id: row for row in store.list_feedback(FeedbackFilter(ids=ids))}
+    finally:
+        store.close()
+    assert {key: (row.label, row.status, row.source) for key, row in stored.items()} == {
+        answer["prediction_id"]: (label, "pending", "canvas") for answer, label in answers
+    }

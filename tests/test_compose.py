@@ -156,3 +156,43 @@ def test_mlflow_server_image_lints_and_matches_the_client() -> None:
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
     result = subprocess.run([hadolint, str(MLFLOW_DOCKERFILE)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def mounts(service: dict) -> dict[str, Path]:
+    """Container path → the repository file or directory mounted there (named volumes left out)."""
+    binds = (volume.split(":") for volume in service.get("volumes", []))
+    return {target: PROJECT_ROOT / source for source, target, *_ in binds if source.startswith(".")}
+
+
+def test_prometheus_loads_the_alert_rules_it_is_given(stack: dict) -> None:
+    prometheus = stack["services"]["prometheus"]
+    mounted = mounts(prometheus)
+    config_path = "/etc/prometheus/prometheus.yml"
+    config = yaml.safe_load(mounted[config_path].read_text())
+    assert config["rule_files"], "no alert rules"
+    for rule_file in config["rule_files"]:  # relative to the config file, in the container
+        in_container = str(Path(config_path).parent / rule_file)
+        assert mounted[in_container].is_file(), f"{rule_file} is not mounted"
+        assert mounted[in_container].parent == mounted[config_path].parent  # promtool sees both
+
+
+def test_grafana_is_provisioned_from_the_repository(stack: dict) -> None:
+    services = stack["services"]
+    grafana = services["grafana"]
+    mounted = mounts(grafana)
+    provisioning = mounted["/etc/grafana/provisioning"]
+    (source,) = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())[
+        "datasources"
+    ]
+    url = urlsplit(source["url"])
+    (_, _, prometheus_port), = published(services["prometheus"])  # fmt: skip
+    assert (url.hostname, str(url.port)) == ("prometheus", prometheus_port)
+    (provider,) = yaml.safe_load((provisioning / "dashboards" / "mnist.yml").read_text())[
+        "providers"
+    ]
+    dashboards = mounted[provider["options"]["path"]]
+    assert sorted(dashboards.glob("*.json")), "the provider's directory holds no dashboard"
+    home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert (dashboards / Path(home).relative_to(provider["options"]["path"])).is_file()
+    assert grafana["depends_on"] == {"prometheus": {"condition": "service_healthy"}}
+    assert "GF_SECURITY_ADMIN_PASSWORD" in grafana["environment"]

@@ -21,7 +21,11 @@ from tests.conftest import PROJECT_ROOT, project_env, tiny_params
 
 pytestmark = pytest.mark.slow
 
-COPIED = ("pipeline", "mnist_core", "tests/data", "dvc.yaml", "MLproject", ".dvcignore")
+COPIED = (
+    "pipeline", "mnist_core", "monitoring", "tests/data", "dvc.yaml", "drift/dvc.yaml",
+    "MLproject", ".dvcignore",
+)  # fmt: skip
+DRIFT = "drift/dvc.yaml:drift"  # the on-demand check, in a dvc.yaml of its own
 
 
 def run(args: list[str], cwd: Path, env: dict[str, str]) -> str:
@@ -109,6 +113,8 @@ def test_mlflow_run_train_entry_point(project) -> None:
 
 # `register` runs on every `dvc repro`: it checks the registry, which lives outside DVC.
 ALWAYS_CHANGED = {"register": ["always changed"]}
+# The pipeline's stages only: the drift check's own dvc.yaml is always changed, run or not.
+PIPELINE_STATUS = ["dvc", "status", "--json", "dvc.yaml"]
 
 
 def import_closure(module: str) -> set[Path]:
@@ -135,10 +141,11 @@ def import_closure(module: str) -> set[Path]:
 
 
 @pytest.mark.parametrize(
-    "stage", ["download", "preprocess", "non_digits", "train", "evaluate", "register"]
+    "stage", ["download", "preprocess", "non_digits", "train", "evaluate", "register", "drift"]
 )
 def test_each_stage_depends_on_every_module_it_imports(stage: str) -> None:
-    deps = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"][stage]["deps"]
+    dvc_file = PROJECT_ROOT / ("drift/dvc.yaml" if stage == "drift" else "dvc.yaml")
+    deps = yaml.safe_load(dvc_file.read_text())["stages"][stage]["deps"]
     covered = [Path(dep) for dep in deps if "${" not in dep]
     imported = import_closure(f"pipeline.{stage}")
     assert Path(f"pipeline/{stage}.py") in imported
@@ -153,12 +160,12 @@ def test_each_stage_depends_on_every_module_it_imports(stage: str) -> None:
 def test_editing_an_imported_module_makes_its_stages_stale(project) -> None:
     root, env = project
     run(["dvc", "repro"], root, env)  # up to date first, whatever ran before
-    assert json.loads(run(["dvc", "status", "--json"], root, env)) == ALWAYS_CHANGED
+    assert json.loads(run(PIPELINE_STATUS, root, env)) == ALWAYS_CHANGED
     shared = root / "pipeline" / "io.py"
     original = shared.read_text()
     try:
         shared.write_text(original + "\n# an edit\n")
-        stale = json.loads(run(["dvc", "status", "--json"], root, env))
+        stale = json.loads(run(PIPELINE_STATUS, root, env))
         assert set(stale) == {
             "download",
             "preprocess",
@@ -169,7 +176,7 @@ def test_editing_an_imported_module_makes_its_stages_stale(project) -> None:
         }
     finally:
         shared.write_text(original)
-    assert json.loads(run(["dvc", "status", "--json"], root, env)) == ALWAYS_CHANGED
+    assert json.loads(run(PIPELINE_STATUS, root, env)) == ALWAYS_CHANGED
 
 
 def test_a_corrupted_raw_file_is_detected_and_fetched_again(project) -> None:
@@ -185,3 +192,18 @@ def test_a_corrupted_raw_file_is_detected_and_fetched_again(project) -> None:
     # Restored from DVC's run cache, or fetched and verified again when the cache lacks it.
     assert "Stage 'download' is cached" in output or "Running stage 'download'" in output
     assert raw.read_bytes() == good
+
+
+def test_the_drift_check_runs_only_when_asked_for(project) -> None:
+    root, env = project
+    run(["dvc", "repro"], root, env)  # the pipeline's outputs first; the check is not run
+    assert not (root / "metrics" / "drift.json").exists()
+    env = {**env, "MNIST_STORE_URL": f"sqlite:///{root / 'predictions.db'}"}
+    output = run(["dvc", "repro", "drift/dvc.yaml"], root, env)
+    assert f"Running stage '{DRIFT}'" in output
+    # An empty store: no verdict, and a report that says so.
+    assert json.loads((root / "metrics" / "drift.json").read_text())["status"] == (
+        "not_enough_traffic"
+    )
+    assert "no verdict" in (root / "reports" / "drift.html").read_text()
+    assert "not_enough_traffic" in run(["dvc", "metrics", "show", "--json"], root, env)

@@ -1,10 +1,12 @@
-/* MNIST digit recognizer: upload or draw a digit, send it to POST /predict, show the answer.
+/* MNIST digit recognizer: upload or draw a digit, send it to POST /predict, show the answer,
+ * and ask "Right?" (POST /feedback).
  * Plain browser JavaScript, no dependencies, no build step. */
 "use strict";
 
 (function () {
   const PREDICT_URL = "/predict";
   const MODEL_URL = "/model";
+  const FEEDBACK_URL = "/feedback";
   const STROKE_WIDTH = 18;
 
   const $ = (id) => document.getElementById(id);
@@ -27,11 +29,18 @@
     resultUncertain: $("result-uncertain"),
     probabilities: $("probabilities"),
     modelInfo: $("model-info"),
+    feedback: $("feedback"),
+    feedbackChoices: $("feedback-choices"),
+    feedbackYes: $("feedback-yes"),
+    feedbackDigits: $("feedback-digits"),
+    feedbackNotDigit: $("feedback-not-digit"),
+    feedbackThanks: $("feedback-thanks"),
   };
 
   let chosenFile = null;
   let previewUrl = null;
   let busy = false;
+  let answered = null; // the prediction the "Right?" question is about: {id, digit}
 
   /* ---------- messages ---------- */
 
@@ -119,7 +128,7 @@
     els.result.setAttribute("aria-busy", value ? "true" : "false");
   }
 
-  async function predict(blob, filename, sourceLabel, button) {
+  async function predict(blob, filename, sourceLabel, button, source) {
     if (busy) return;
     clearMessage();
     setBusy(true);
@@ -128,6 +137,7 @@
     try {
       const form = new FormData();
       form.append("file", blob, filename);
+      form.append("source", source);
       let response;
       try {
         response = await fetch(PREDICT_URL, {
@@ -169,8 +179,71 @@
     els.resultUncertain.hidden = !body.uncertain;
     els.result.classList.toggle("is-uncertain", Boolean(body.uncertain));
     updateBars(body.probabilities, digit);
+    askRight(body.prediction_id, digit);
     els.result.hidden = false;
   }
+
+  /* ---------- "Right?": feedback on the answer ---------- */
+
+  function buildDigitButtons() {
+    const buttons = [];
+    for (let digit = 0; digit <= 9; digit++) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "button digit-choice";
+      button.dataset.label = String(digit);
+      button.textContent = String(digit);
+      button.setAttribute("aria-label", "No, it is a " + digit);
+      button.addEventListener("click", () => sendFeedback(String(digit)));
+      buttons.push(button);
+    }
+    els.feedbackDigits.replaceChildren(...buttons);
+  }
+
+  function askRight(predictionId, digit) {
+    answered = predictionId ? { id: predictionId, digit: digit } : null;
+    els.feedback.hidden = !answered;
+    els.feedbackChoices.hidden = false;
+    els.feedbackThanks.hidden = true;
+    for (const button of els.feedbackDigits.children) {
+      button.hidden = button.dataset.label === String(digit); // "Yes" stands for that one
+    }
+  }
+
+  async function sendFeedback(label) {
+    if (!answered) return;
+    const about = answered;
+    els.feedbackChoices.hidden = true;
+    let response;
+    let body = null;
+    try {
+      response = await fetch(FEEDBACK_URL, {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Accept: "application/json" },
+        body: JSON.stringify({ prediction_id: about.id, label: label }),
+      });
+      body = await response.json();
+    } catch (error) {
+      response = response || null;
+    }
+    if (about !== answered) return; // a new prediction came meanwhile
+    if (response && response.ok) {
+      answered = null;
+      els.feedbackThanks.textContent =
+        label === String(about.digit)
+          ? "Thanks! Glad it was right."
+          : "Thanks! Your correction will be reviewed and may help train the next version.";
+    } else {
+      els.feedbackChoices.hidden = false;
+      els.feedbackThanks.textContent = response
+        ? errorText(response.status, body)
+        : "Could not reach the server. Check your connection and try again.";
+    }
+    els.feedbackThanks.hidden = false;
+  }
+
+  els.feedbackYes.addEventListener("click", () => answered && sendFeedback(String(answered.digit)));
+  els.feedbackNotDigit.addEventListener("click", () => sendFeedback("not_a_digit"));
 
   async function loadModelInfo() {
     try {
@@ -266,7 +339,7 @@
       showMessage("Choose or drop an image first.", "info");
       return;
     }
-    predict(chosenFile, chosenFile.name, "image", els.predictUpload);
+    predict(chosenFile, chosenFile.name, "image", els.predictUpload, "upload");
   });
 
   /* ---------- drawing canvas ---------- */
@@ -357,13 +430,14 @@
         showMessage("Could not read the drawing. Please try again.");
         return;
       }
-      predict(blob, "canvas.png", "drawing", els.predictCanvas);
+      predict(blob, "canvas.png", "drawing", els.predictCanvas, "canvas");
     }, "image/png");
   });
 
   /* ---------- start ---------- */
 
   buildBars();
+  buildDigitButtons();
   clearCanvas();
   loadModelInfo();
 })();

@@ -1,0 +1,136 @@
+"""The prediction log's writer: predictions queue up in memory and a background thread writes
+them to the store in batches, so that no request waits for a database.
+
+When the queue is full or the store fails, predictions are dropped and counted, never delayed:
+answering comes first. The same thread prunes the store to its retention limits.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+from datetime import timedelta
+
+from monitoring.metrics import MonitoringMetrics
+from monitoring.settings import MonitoringSettings
+from monitoring.store import PredictionRecord, Store, open_store
+
+log = logging.getLogger(__name__)
+
+PRUNE_EVERY_SECONDS = 60.0
+REOPEN_AFTER_SECONDS = 5.0
+_STOP = object()
+
+
+class PredictionLog:
+    """The store (opened on first use, reopened after a failure) and the queue in front of it."""
+
+    def __init__(self, settings: MonitoringSettings, metrics: MonitoringMetrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.enabled = settings.prediction_log
+        self._queue: queue.Queue = queue.Queue(maxsize=settings.log_queue_size)
+        self._thread: threading.Thread | None = None
+        self._store: Store | None = None
+        self._failed_at = -float("inf")
+        self._lock = threading.Lock()
+        self.problem: str | None = None
+
+    def store(self) -> Store | None:
+        """The open store, or None when the log is off or the store cannot be reached (then
+        `problem` says why, and it is tried again a few seconds later). Blocking: call it off
+        the event loop."""
+        if not self.enabled:
+            return None
+        with self._lock:
+            if self._store is None and time.monotonic() - self._failed_at > REOPEN_AFTER_SECONDS:
+                try:
+                    self._store = open_store(self.settings.store_url)
+                    self.problem = None
+                except Exception as error:
+                    self._failed_at = time.monotonic()
+                    self.problem = f"the prediction store cannot be opened ({error})"
+                    log.warning("%s", self.problem)
+            return self._store
+
+    def submit(self, record: PredictionRecord) -> None:
+        """Queue one prediction (sampled); never blocks."""
+        if not self.enabled or random.random() >= self.settings.log_sample_rate:
+            return
+        try:
+            self._queue.put_nowait(record)
+        except queue.Full:
+            self.metrics.log_dropped.labels("queue_full").inc()
+
+    def start(self) -> None:
+        if self.enabled and self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Write what is queued, then stop the thread and close the store."""
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join(timeout)
+            self._thread = None
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def wait_until_written(self, timeout: float = 10.0) -> None:
+        """Block until everything queued so far has been handled (tests, and shutdown)."""
+        with self._queue.all_tasks_done:
+            self._queue.all_tasks_done.wait_for(lambda: not self._queue.unfinished_tasks, timeout)
+
+    def _run(self) -> None:
+        last_prune = -float("inf")
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < self.settings.log_batch_size:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stopping = any(item is _STOP for item in batch)
+            records = [item for item in batch if item is not _STOP]
+            self._write(records)
+            if time.monotonic() - last_prune > PRUNE_EVERY_SECONDS:
+                last_prune = time.monotonic()
+                self._prune()
+            for _ in batch:
+                self._queue.task_done()
+            if stopping:
+                return
+
+    def _write(self, records: list[PredictionRecord]) -> None:
+        if not records:
+            return
+        store = self.store()
+        try:
+            if store is None:
+                raise RuntimeError(self.problem)
+            self.metrics.log_written.inc(store.add_predictions(records))
+        except Exception as error:
+            self.metrics.log_dropped.labels("store_error").inc(len(records))
+            log.warning("%d predictions not logged: %s", len(records), error)
+            self._forget_store(store)
+
+    def _prune(self) -> None:
+        store = self.store()
+        if store is None:
+            return
+        try:
+            store.prune(self.settings.retention_rows, timedelta(days=self.settings.retention_days))
+        except Exception as error:
+            log.warning("the prediction log was not pruned: %s", error)
+
+    def _forget_store(self, store: Store | None) -> None:
+        # A broken connection pool is dropped; the next batch opens a fresh one.
+        with self._lock:
+            if store is not None and self._store is store:
+                store.close()
+                self._store = None
+                self._failed_at = time.monotonic()
