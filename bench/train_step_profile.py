@@ -3,18 +3,19 @@ moving average), for the train stage's parameters.
 
     python -m bench.train_step_profile [--steps 100] [-S train.batch_size=256 ...]
 
-Needs `dvc repro preprocess` first. Times each part of the train stage's step with the same
-settings (bf16 autocast where native, channels-last, AdamW, EMA) on random training batches and
-prints milliseconds per step and the share outside forward/backward; the optimizer is timed both
-in PyTorch's default (for-each) implementation and fused. Writes
-`bench/results/train_step_profile.json`.
+Needs `dvc repro non_digits` first. Times each part of one process's step of the train stage with
+the same settings (bf16 autocast where native, channels-last, AdamW, the moving average when on,
+Outlier Exposure's non-digits in the batch; with `train.processes: N` each process takes
+batch_size / N images a step, so run it with OMP_NUM_THREADS=1 to see one such process) on
+random training batches and prints milliseconds per step and the share outside
+forward/backward; the optimizer is timed both in PyTorch's default (for-each) implementation and
+fused. Writes `bench/results/train_step_profile.json`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -23,12 +24,19 @@ import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from bench.machine import machine
 from pipeline.augment import augment
 from pipeline.data import load_split
 from pipeline.distributed import pick_device
 from pipeline.imaging import normalize, to_unit
 from pipeline.params import DEFAULT_PARAMS_FILE, load_params
-from pipeline.training import build_model, use_bf16
+from pipeline.training import (
+    build_model,
+    load_outliers,
+    outlier_exposure_loss,
+    turn_and_mirror,
+    use_bf16,
+)
 
 PARTS = ("augment", "forward", "backward", "optimizer", "moving average")
 
@@ -38,32 +46,43 @@ def profile(overrides: list[str], steps: int, fused: bool) -> dict[str, float]:
     params = load_params(DEFAULT_PARAMS_FILE, overrides).train
     device = pick_device()
     images, labels = load_split(params.data_dir, "train")
+    outliers = load_outliers(params)
+    batch_size = params.batch_size // params.processes  # one process's share
     model = build_model(params).to(device, memory_format=torch.channels_last).train()
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=params.max_lr, weight_decay=params.weight_decay, fused=fused
     )
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.999), use_buffers=True)
+    decay = params.ema_decay
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(params, device))
     generator = torch.Generator().manual_seed(0)
     times: dict[str, list[float]] = {part: [] for part in PARTS}
     for step in range(steps + 10):  # the first 10 warm up
-        index = torch.randint(0, len(labels), (params.batch_size,), generator=generator)
+        index = torch.randint(0, len(labels), (batch_size,), generator=generator)
         marks = [time.perf_counter()]
-        batch = normalize(augment(to_unit(images[index]), params.augment, generator))
+        pixels = images[index]
+        if outliers is not None:
+            count = max(1, round(params.outlier_ratio * batch_size))
+            drawn = outliers[torch.randint(len(outliers), (count,), generator=generator)]
+            pixels = torch.cat([pixels, turn_and_mirror(drawn, generator)])
+        batch = normalize(augment(to_unit(pixels), params.augment, generator))
         batch = batch.to(device, memory_format=torch.channels_last)
         marks.append(time.perf_counter())
         with autocast:
-            logits = model(batch)
+            logits = model(batch).float()
         loss = F.cross_entropy(
-            logits.float(), labels[index].to(device), label_smoothing=params.label_smoothing
+            logits[:batch_size], labels[index].to(device), label_smoothing=params.label_smoothing
         )
+        if outliers is not None:
+            loss = loss + params.outlier_weight * outlier_exposure_loss(logits[batch_size:])
         marks.append(time.perf_counter())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         marks.append(time.perf_counter())
         optimizer.step()
         marks.append(time.perf_counter())
-        ema.update_parameters(model)
+        if decay:
+            ema.update_parameters(model)
         marks.append(time.perf_counter())
         if step >= 10:
             for part, start, end in zip(PARTS, marks[:-1], marks[1:], strict=True):
@@ -89,9 +108,11 @@ def main() -> None:
         print(f"| {name} | {cells} | {total:.1f} | {100 * outside / total:.0f} % |")
     out = Path("bench/results/train_step_profile.json")
     out.parent.mkdir(parents=True, exist_ok=True)
+    params = load_params(DEFAULT_PARAMS_FILE, args.overrides).train
+    device = pick_device()
     summary = {
-        "machine": platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(),
+        **machine(device, use_bf16(params, device)),
+        "images_per_step": params.batch_size // params.processes,
         "overrides": args.overrides,
         "milliseconds_per_step": results,
     }
