@@ -24,30 +24,38 @@ POLICY = RegisterParams(
     min_test_accuracy=0.99,
     min_seed_accuracy=1.0,
     min_real_pictures_accuracy=0.9,
+    min_held_out_non_digits_flagged=0.5,
 )
 CLEAN_MAIN = Lineage("abc123", False, "main", None, "d41d8cd9", "0f" * 32)
-GOOD = {"test_accuracy": 0.995, "seed_accuracy": 1.0, "real_pictures_accuracy": 0.95}
+GOOD = {
+    "test_accuracy": 0.995,
+    "seed_accuracy": 1.0,
+    "real_pictures_accuracy": 0.95,
+    "held_out_non_digits_flagged": 0.8,
+}
 
 
 @pytest.mark.parametrize(
-    ("test_accuracy", "seed_accuracy", "real", "incumbent", "action", "reason"),
+    ("test_accuracy", "seed_accuracy", "real", "non_digits", "incumbent", "action", "reason"),
     [
-        (0.995, 1.0, 0.95, None, "promote", "nothing is in production"),
-        (0.985, 1.0, 0.95, None, "none", "test_accuracy 0.9850 < 0.99"),
-        (0.995, 2 / 3, 0.95, None, "none", "seed_accuracy 0.6667 < 1.0"),
-        (0.995, 1.0, 0.85, None, "none", "real_pictures_accuracy 0.8500 < 0.9"),
-        (0.995, 1.0, 0.95, 0.997, "none", "does not beat production's 0.9970"),
-        (0.997, 1.0, 0.95, 0.997, "none", "does not beat"),  # a tie keeps production
-        (0.998, 1.0, 0.95, 0.997, "promote", "> production's 0.9970"),
+        (0.995, 1.0, 0.95, 0.8, None, "promote", "nothing is in production"),
+        (0.985, 1.0, 0.95, 0.8, None, "none", "test_accuracy 0.9850 < 0.99"),
+        (0.995, 2 / 3, 0.95, 0.8, None, "none", "seed_accuracy 0.6667 < 1.0"),
+        (0.995, 1.0, 0.85, 0.8, None, "none", "real_pictures_accuracy 0.8500 < 0.9"),
+        (0.995, 1.0, 0.95, 0.4, None, "none", "held_out_non_digits_flagged 0.4000 < 0.5"),
+        (0.995, 1.0, 0.95, 0.8, 0.997, "none", "does not beat production's 0.9970"),
+        (0.997, 1.0, 0.95, 0.8, 0.997, "none", "does not beat"),  # a tie keeps production
+        (0.998, 1.0, 0.95, 0.8, 0.997, "promote", "> production's 0.9970"),
     ],
 )
 def test_gate_and_comparison_on_a_clean_main_repro(
-    test_accuracy, seed_accuracy, real, incumbent, action, reason
+    test_accuracy, seed_accuracy, real, non_digits, incumbent, action, reason
 ) -> None:
     metrics = {
         "test_accuracy": test_accuracy,
         "seed_accuracy": seed_accuracy,
         "real_pictures_accuracy": real,
+        "held_out_non_digits_flagged": non_digits,
     }
     decision = decide(metrics, CLEAN_MAIN, incumbent, POLICY, has_incumbent=incumbent is not None)
     assert decision.action == action
