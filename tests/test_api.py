@@ -80,7 +80,7 @@ def test_predict_answers_with_the_served_version(
     assert body["digit"] == int(expected.argmax())
     np.testing.assert_allclose(body["probabilities"], expected, atol=1e-6)
     assert body["confidence"] == pytest.approx(float(expected.max()), abs=1e-5)
-    assert body["uncertain"] is (expected.max() < classifier.metadata.uncertain_below)
+    assert body["uncertain"] is bool(expected.max() < classifier.metadata.uncertain_below)
 
 
 def drawn_one() -> Image.Image:
@@ -276,6 +276,7 @@ def test_the_model_carries_its_own_threshold_and_calibration(client: TestClient)
 
 
 def test_not_ready_without_a_model(tmp_path: Path) -> None:
+    (tmp_path / "empty.db").touch()  # an empty store: a missing one is refused at start
     empty = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'empty.db'}"}
     with ready_client(create_app(settings_for(empty))) as test_client:
         assert test_client.get("/health").status_code == 200

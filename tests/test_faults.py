@@ -67,7 +67,7 @@ def test_unloadable_version_keeps_the_previous_one_serving_and_backs_off(
         promote(registry, settings, bad)
         assert eventually(lambda: client.get("/model").json()["alias_version"] == bad)
         seen = len(polls)
-        assert eventually(lambda: len(polls) >= seen + 20)  # without backoff, 20 attempts
+        assert eventually(lambda: len(polls) >= seen + 20, seconds=120)
         info = client.get("/model").json()
         assert info["version"] == good and "could not be loaded" in info["problem"]
         ready = client.get("/ready")
@@ -77,7 +77,9 @@ def test_unloadable_version_keeps_the_previous_one_serving_and_backs_off(
             client.post("/predict", files={"file": ("7.png", SEVEN)}).json()["model_version"]
             == good
         )
-        assert 1 <= len(attempts) <= 5, attempts  # 0.1, 0.2, 0.4, 0.8 s apart at most
+        # Without backoff every poll would try again; with it, the tries are 0.1, 0.2, 0.4… s
+        # apart (a slow machine's slower polls allow a few more, never one per poll).
+        assert 1 <= len(attempts) <= (len(polls) - seen) // 2, (attempts, len(polls) - seen)
         promote(registry, settings, good)
         assert eventually(lambda: client.get("/model").json()["problem"] is None)
 
