@@ -39,13 +39,19 @@ def total(text: str, name: str, **labels: str) -> float:
 
 
 def worker_counts(server: Server) -> list[str]:
-    """Each worker's own counters, read from its file alone in the shared metrics directory."""
-    workers = psutil.Process(server.process.pid).children()
-    directory = Path(workers[0].environ()["PROMETHEUS_MULTIPROC_DIR"])
+    """Each worker's own counters, read from its file alone in the shared metrics directory
+    (`counter_<pid>.db`, one per worker process)."""
+    children = psutil.Process(server.process.pid).children()
+    environments = [child.environ() for child in children]
+    directory = next(
+        Path(env["PROMETHEUS_MULTIPROC_DIR"])
+        for env in environments
+        if "PROMETHEUS_MULTIPROC_DIR" in env
+    )
     texts = []
-    for worker in workers:
+    for counters in sorted(directory.glob("counter_*.db")):
         with tempfile.TemporaryDirectory() as alone:
-            shutil.copy(directory / f"counter_{worker.pid}.db", alone)
+            shutil.copy(counters, alone)
             registry = CollectorRegistry()
             MultiProcessCollector(registry, path=alone)
             texts.append(generate_latest(registry).decode())
@@ -59,9 +65,9 @@ def test_two_workers_counts_add_up_in_one_scrape(trained_registry: dict[str, str
     env = {**trained_registry, "MNIST_INFERENCE_THREADS": "1", "MNIST_DECODE_THREADS": "1"}
     with running(command, "/ready", port, env, timeout=180) as server:
         # A new connection each: the kernel spreads them over both workers' sockets.
-        pids = {post_picture(f"{server.url}/predict", "7.png", SEVEN)["model_version"]
+        versions = {post_picture(f"{server.url}/predict", "7.png", SEVEN)["model_version"]
                 for _ in range(REQUESTS)}  # fmt: skip
-        assert len(pids) == 1
+        assert len(versions) == 1
         scrapes = [scrape(server.url) for _ in range(6)]  # they land on either worker
         per_worker = [total(text, "mnist_predictions_total") for text in worker_counts(server)]
     assert len(per_worker) == 2 and all(per_worker), f"a worker served nothing: {per_worker}"
