@@ -23,6 +23,7 @@ RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf \
     && /opt/venv/bin/pip install --require-hashes --requirement serve.txt --requirement build.txt
 COPY pyproject.toml README.md ./
 COPY mnist_core ./mnist_core
+COPY monitoring ./monitoring
 COPY serving ./serving
 # The package alone, then what only building needed (pip itself included) leaves the venv.
 RUN /opt/venv/bin/pip install --no-deps --no-build-isolation . \
@@ -33,12 +34,14 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOST=0.0.0.0 \
-    PORT=8080
+    PORT=8080 \
+    MNIST_STORE_URL=sqlite:////home/app/predictions.db
 RUN useradd --uid 10001 --user-group --create-home app
 COPY --from=builder /opt/venv /opt/venv
 WORKDIR /app
 USER 10001:10001
-# `python -m serving` listens on $HOST:$PORT (Cloud Run sets PORT).
+# `python -m serving` listens on $HOST:$PORT (Cloud Run sets PORT). The prediction log defaults
+# to a SQLite file in the user's home (lost with the container: set MNIST_STORE_URL to keep it).
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(f\"http://127.0.0.1:{os.environ['PORT']}/ready\", timeout=4)"]

@@ -89,9 +89,12 @@ class PredictionLog:
         last_prune = -float("inf")
         while True:
             batch = [self._queue.get()]
-            while len(batch) < self.settings.log_batch_size:
+            # Gather for a moment: one transaction per flush, not one per request, is what
+            # keeps the log's cost per prediction small.
+            flush_at = time.monotonic() + self.settings.log_flush_seconds
+            while len(batch) < self.settings.log_batch_size and batch[-1] is not _STOP:
                 try:
-                    batch.append(self._queue.get_nowait())
+                    batch.append(self._queue.get(timeout=max(0.0, flush_at - time.monotonic())))
                 except queue.Empty:
                     break
             stopping = any(item is _STOP for item in batch)

@@ -115,9 +115,30 @@ def test_api_replicas_serve_from_the_tracking_server(stack: dict) -> None:
     assert container_port == api["environment"]["PORT"]
 
 
+def test_api_logs_predictions_to_a_database_and_login_of_its_own(stack: dict) -> None:
+    services, env = stack["services"], env_example()
+    api = services["api"]
+    store = urlsplit(api["environment"]["MNIST_STORE_URL"])
+    assert (store.scheme, store.hostname) == ("postgresql+psycopg", "postgres")
+    assert store.path == f"/{env['PREDICTIONS_DB']}" != f"/{env['POSTGRES_DB']}"
+    assert (store.username, store.password) == (
+        env["PREDICTIONS_USER"],
+        env["PREDICTIONS_PASSWORD"],
+    )
+    assert env["PREDICTIONS_USER"] != env["POSTGRES_USER"]
+    assert env["POSTGRES_PASSWORD"] not in yaml.safe_dump(api), "the API gets MLflow's login"
+    rule = api["depends_on"]["create-predictions-db"]
+    assert rule["condition"] == "service_completed_successfully"
+    job = services["create-predictions-db"]
+    assert job["environment"]["PGHOST"] == "postgres"
+    assert {"CREATE ROLE", "CREATE DATABASE", "NOT EXISTS"} <= set(
+        re.findall(r"CREATE \w+|NOT EXISTS", job["entrypoint"][-1])
+    )
+
+
 def test_only_loopback_ports_and_no_database_or_storage_port_is_published(stack: dict) -> None:
     services = stack["services"]
-    for name in ("postgres", "minio", "create-bucket"):
+    for name in ("postgres", "minio", "create-bucket", "create-predictions-db"):
         assert "ports" not in services[name], f"{name} must stay inside the compose network"
     for name, service in services.items():
         for address, _, _ in published(service):

@@ -1,5 +1,5 @@
 """The drift check: its statistics on hand-made arrays, and the whole check on logged traffic
-that a tiny real model answered, shifted (thick strokes, light-on-dark, one digit) or not."""
+that a tiny real model answered, shifted (thick strokes, dark-on-light, one digit) or not."""
 
 from __future__ import annotations
 
@@ -97,14 +97,15 @@ def thick(pixels: np.ndarray) -> np.ndarray:
     return ndimage.grey_dilation(pixels, size=(1, 3, 3))
 
 
-def light_on_dark(pixels: np.ndarray) -> np.ndarray:
-    """Dark ink on a light page sent as is (what a `/predict/pixels` client might do)."""
+def dark_on_light(pixels: np.ndarray) -> np.ndarray:
+    """Dark ink on a light page sent as is, not inverted as MNIST has it (what a
+    `/predict/pixels` client might do)."""
     return 255 - pixels
 
 
 SHIFTS = {
     "thick strokes": (lambda pixels, labels: thick(pixels), "ink_share_ks"),
-    "light on dark": (lambda pixels, labels: light_on_dark(pixels), "ink_share_ks"),
+    "dark on light": (lambda pixels, labels: dark_on_light(pixels), "ink_share_ks"),
     "only sevens": (lambda pixels, labels: pixels[labels == 7], "class_mix_psi"),
 }
 

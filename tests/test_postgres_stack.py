@@ -1,14 +1,17 @@
 """The shared-server set-up of docker-compose.yml, for real and without Docker: PostgreSQL behind
 `mlflow server` (artifacts proxied by the server), the pipeline run against it, and two separate
-API processes that serve the same version and follow a promotion together."""
+API processes that serve the same version, follow a promotion together, and log predictions and
+feedback to a database of their own on the same server (created by the compose file's job)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +24,8 @@ from mlflow.tracking import MlflowClient
 from bench.loadgen import Server, free_port, multipart, running
 from pipeline import registry
 from tests.conftest import SEED_IMAGES, mlflow_server, run_pipeline, tiny_params
-from tests.postgres import PostgresUnavailable, running_postgresql
+from tests.postgres import PostgresUnavailable, postgres_bin, running_postgresql
+from tests.test_compose import env_example, interpolated
 
 pytestmark = pytest.mark.slow
 
@@ -57,13 +61,40 @@ def query(uri: str, sql: str, *args: object) -> list[tuple]:
         return connection.execute(sql, args).fetchall()
 
 
-def api_process(tracking_uri: str) -> contextlib.AbstractContextManager[Server]:
+@pytest.fixture(scope="module")
+def predictions_store(postgres_uri: str) -> str:
+    """The prediction log's database and login, made by docker-compose.yml's own job script
+    (run twice: it must be idempotent); its SQLAlchemy URL as the API replicas get it."""
+    job = interpolated(env_example())["services"]["create-predictions-db"]
+    server = urllib.parse.urlsplit(postgres_uri)
+    env = {
+        **os.environ,
+        **job["environment"],
+        "PGHOST": "127.0.0.1",
+        "PGPORT": str(server.port),
+        "PGUSER": server.username,
+        "PGDATABASE": server.path.lstrip("/"),
+        "PATH": f"{postgres_bin()}{os.pathsep}{os.environ['PATH']}",
+    }
+    for _ in range(2):
+        result = subprocess.run(job["entrypoint"], env=env, capture_output=True, text=True,
+                                timeout=60)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+    names = job["environment"]
+    return (
+        f"postgresql+psycopg://{names['PREDICTIONS_USER']}:{names['PREDICTIONS_PASSWORD']}"
+        f"@127.0.0.1:{server.port}/{names['PREDICTIONS_DB']}"
+    )
+
+
+def api_process(tracking_uri: str, store_url: str) -> contextlib.AbstractContextManager[Server]:
     """`python -m serving` in its own process on a free loopback port, ready once it serves."""
     port = free_port()
     command = [sys.executable, "-m", "serving", "--host", "127.0.0.1", "--port", str(port),
                "--workers", "1"]  # fmt: skip
     env = {
         "MLFLOW_TRACKING_URI": tracking_uri,
+        "MNIST_STORE_URL": store_url,
         "MNIST_POLL_SECONDS": "0.5",
         "MNIST_INFERENCE_THREADS": "1",
         "MNIST_DECODE_THREADS": "1",
@@ -85,6 +116,14 @@ def predict_seven(api: Server) -> dict:
         return json.load(response)
 
 
+def post_json(url: str, body: dict) -> dict:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
+
+
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -96,6 +135,7 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
 def test_two_apis_serve_and_follow_a_registry_on_postgresql(
     shared_server: tuple[str, Path],
     postgres_uri: str,
+    predictions_store: str,
     workdir: Path,
     raw_mnist,
     monkeypatch: pytest.MonkeyPatch,
@@ -119,7 +159,7 @@ def test_two_apis_serve_and_follow_a_registry_on_postgresql(
     assert not {"mlartifacts", "mlruns", "mlflow.db"} & {path.name for path in workdir.iterdir()}
 
     with contextlib.ExitStack() as stack:
-        apis = [stack.enter_context(api_process(url)) for _ in range(2)]
+        apis = [stack.enter_context(api_process(url, predictions_store)) for _ in range(2)]
         assert apis[0].process.pid != apis[1].process.pid
         for api in apis:
             assert get_json(f"{api.url}/ready")["model_version"] == str(first.version)
@@ -142,9 +182,31 @@ def test_two_apis_serve_and_follow_a_registry_on_postgresql(
         one, other = (predict_seven(api) for api in apis)
         assert one["model_version"] == other["model_version"] == str(second.version)
         assert one["probabilities"] == other["probabilities"]
+        # Feedback sent to one replica on what the other answered: the log is shared.
+        store = predictions_store.replace("+psycopg", "")
+        wait_for(
+            lambda: query(
+                store, "SELECT id FROM predictions WHERE id = %s", other["prediction_id"]
+            ),
+            timeout=10,
+            what="the other replica's prediction logged",
+        )
+        feedback = post_json(f"{apis[0].url}/feedback",
+                             {"prediction_id": other["prediction_id"], "label": "7"})  # fmt: skip
+        assert feedback["status"] == "pending"
 
     assert all(api.process.poll() is not None for api in apis)  # both stopped
     assert dict(query(postgres_uri, aliases, MODEL)) == {
         "production": int(second.version),
         "previous": int(first.version),
     }
+    # Predictions and feedback are rows of the log's own database, none in MLflow's.
+    logged = query(store, "SELECT model_version, length(pixels) FROM predictions ORDER BY 1")
+    versions = [str(first.version)] * 2 + [str(second.version)] * 2
+    assert logged == [(version, 784) for version in sorted(versions)]
+    assert query(store, "SELECT prediction_id, label, status FROM feedback") == [
+        (other["prediction_id"], "7", "pending")
+    ]
+    tables = "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+    assert {"predictions", "feedback"} <= {name for (name,) in query(store, tables)}
+    assert not {"predictions", "feedback"} & {name for (name,) in query(postgres_uri, tables)}

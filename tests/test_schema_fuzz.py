@@ -14,10 +14,15 @@ pytestmark = pytest.mark.slow
 EXAMPLES_PER_OPERATION = 300
 MIN_REQUESTS = 1000
 # A schema-valid upload may still be refused, with a documented answer: a file of bytes that is
-# not a picture (415), a picture with no digit in it (422), one too large (413). Every other
-# check stays as schemathesis has it, 5xx and undocumented answers included.
+# not a picture (415), a picture with no digit in it (422), one too large (413); feedback on an
+# id no prediction has (404), on one answered already (409), or past the client's budget (429).
+# Every other check stays as schemathesis has it, 5xx and undocumented answers included.
 CONFIG = schemathesis.Config.from_dict(
-    {"checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", 413, 415, 422]}}}
+    {
+        "checks": {
+            "positive_data_acceptance": {"expected-statuses": ["2xx", 404, 409, 413, 415, 422, 429]}
+        }
+    }
 )
 
 
@@ -60,3 +65,4 @@ def test_every_operation_conforms(live_server_url: str) -> None:
     for label in ("POST /predict", "POST /predict/batch", "POST /predict/pixels"):
         assert sent[f"{label} (positive)"] > 100, sent
     assert sent["POST /predict/pixels (negative)"] > 100, sent
+    assert sent["POST /feedback (negative)"] > 100, sent

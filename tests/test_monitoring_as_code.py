@@ -1,0 +1,173 @@
+"""Dashboards and alerts as code: the Prometheus config and alert rules pass `promtool` (Debian's
+`prometheus` package; `.ci/run` installs it), the Grafana dashboard is well formed and names the
+provisioned datasource, and every metric a panel or an alert queries is one the live app's
+`/metrics` exposes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import httpx2 as httpx
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from monitoring.store import open_store
+from pipeline.drift_stats import SCORE_NAMES
+from tests.conftest import PROJECT_ROOT, SEED_IMAGES
+
+DEPLOY = PROJECT_ROOT / "deploy"
+GRAFANA = DEPLOY / "grafana"
+DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
+DATASOURCES = GRAFANA / "provisioning" / "datasources"
+METRIC = re.compile(r"\bmnist_\w+")
+# Suffixes Prometheus' text format adds to a family's name, by type.
+SAMPLE_SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "histogram": ("_bucket", "_sum", "_count", "_created"),
+    "gauge": ("",),
+}
+
+
+def promtool(*args: str) -> str:
+    executable = shutil.which("promtool")
+    if executable is None:
+        if os.environ.get("CI"):  # CI installs it: there, a skip would hide a broken rule
+            pytest.fail("promtool is missing: apt-get install prometheus")
+        pytest.skip("promtool is missing (apt-get install prometheus)")
+    result = subprocess.run(
+        [executable, *args], cwd=DEPLOY, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_promtool_accepts_the_config_and_the_rules() -> None:
+    assert "SUCCESS" in promtool("check", "config", "prometheus.yml")  # with its rule files
+    assert "SUCCESS" in promtool("check", "rules", "alerts.yml")
+
+
+def test_alerts_fire_after_their_for_and_only_on_what_should_page() -> None:
+    promtool("test", "rules", "alerts.test.yml")
+
+
+def alert_rules() -> list[dict]:
+    groups = yaml.safe_load((DEPLOY / "alerts.yml").read_text())["groups"]
+    return [rule for group in groups for rule in group["rules"] if "alert" in rule]
+
+
+def test_every_alert_is_debounced_rated_and_says_what_to_do() -> None:
+    rules = alert_rules()
+    assert {rule["alert"] for rule in rules} >= {
+        "ServedVersionDiffersFromAlias", "HighErrorRate", "InputDrift", "FeedbackAccuracyFalling",
+    }  # fmt: skip
+    for rule in rules:
+        assert re.fullmatch(r"\d+[smh]", rule["for"]), rule["alert"]
+        assert rule["labels"]["severity"] in {"warning", "critical"}, rule["alert"]
+        assert {"summary", "action"} <= set(rule["annotations"]), rule["alert"]
+
+
+def provisioned_datasource() -> dict:
+    (source,) = yaml.safe_load((DATASOURCES / "prometheus.yml").read_text())["datasources"]
+    return source
+
+
+def panels(dashboard: dict) -> list[dict]:
+    """Every panel, those inside collapsed rows too; rows themselves left out."""
+    found = []
+    for panel in dashboard["panels"]:
+        found += [panel] if panel["type"] != "row" else panel.get("panels", [])
+    return found
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda path: path.name)
+def test_dashboard_is_well_formed_and_uses_the_provisioned_datasource(path: Path) -> None:
+    dashboard = json.loads(path.read_text())
+    assert isinstance(dashboard["schemaVersion"], int) and dashboard["schemaVersion"] >= 36
+    assert dashboard["uid"] and dashboard["title"]
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids)), "panel ids repeat"
+    uid = provisioned_datasource()["uid"]
+    occupied: set[tuple[int, int]] = set()
+    for panel in dashboard["panels"]:
+        box = panel["gridPos"]
+        cells = {(box["x"] + dx, box["y"] + dy) for dx in range(box["w"]) for dy in range(box["h"])}
+        assert box["x"] + box["w"] <= 24 and not cells & occupied, f"{panel['title']} overlaps"
+        occupied |= cells
+    for panel in panels(dashboard):
+        assert panel["datasource"] == {"type": "prometheus", "uid": uid}, panel["title"]
+        assert panel["targets"], f"{panel['title']} queries nothing"
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == uid and METRIC.search(target["expr"])
+        refs = [target["refId"] for target in panel["targets"]]
+        assert len(refs) == len(set(refs)), panel["title"]
+
+
+def test_the_dashboard_shows_what_the_issue_asks_for() -> None:
+    (dashboard,) = (json.loads(path.read_text()) for path in DASHBOARDS)
+    queries = " ".join(t["expr"] for panel in panels(dashboard) for t in panel["targets"])
+    for metric in (
+        "mnist_http_requests_total", "mnist_http_request_duration_seconds_bucket",
+        "mnist_inference_batch_size_bucket", "mnist_version_predictions_total",
+        "mnist_prediction_confidence_bucket", "mnist_uncertain_predictions_total",
+        "mnist_feedback_accuracy", "mnist_drift_score", "mnist_model_version",
+    ):  # fmt: skip
+        assert metric in queries, metric
+
+
+def exposed_names(text: str) -> set[str]:
+    """Every sample name `/metrics` can carry: each family's, with its type's suffixes (a
+    labelled family without children yet still counts: it is declared)."""
+    names = set()
+    for family in text_string_to_metric_families(text):
+        names |= {family.name + suffix for suffix in SAMPLE_SUFFIXES.get(family.type, ("",))}
+        names |= {sample.name for sample in family.samples}
+    return names
+
+
+def queried_names() -> dict[str, set[str]]:
+    """Metric names, by where they are queried: each dashboard and the alert rules."""
+    where: dict[str, set[str]] = {}
+    for path in DASHBOARDS:
+        dashboard = json.loads(path.read_text())
+        exprs = [t["expr"] for panel in panels(dashboard) for t in panel["targets"]]
+        where[path.name] = set(METRIC.findall(" ".join(exprs)))
+    where["alerts.yml"] = set(METRIC.findall(" ".join(rule["expr"] for rule in alert_rules())))
+    return where
+
+
+def send_feedback(client: httpx.Client, prediction_id: str, timeout: float = 30) -> None:
+    """Confirm an answer; the log writer runs off the request path, so the prediction may not
+    be stored yet (404) for a moment."""
+    deadline = time.monotonic() + timeout
+    body = {"prediction_id": prediction_id, "label": "7"}
+    while (response := client.post("/feedback", json=body)).status_code == 404:
+        assert time.monotonic() < deadline, f"prediction {prediction_id} was never logged"
+        time.sleep(0.05)
+    assert response.status_code == 201, response.text
+
+
+def test_every_queried_metric_exists_in_the_live_metrics(
+    live_server_url: str, private_prediction_store: str
+) -> None:
+    # Traffic, feedback and a drift check, so that the store's gauges have something to say.
+    with httpx.Client(base_url=live_server_url, timeout=30) as client:
+        seven = (SEED_IMAGES / "num_7.png").read_bytes()
+        answer = client.post("/predict", files={"file": ("7.png", seven, "image/png")})
+        assert answer.status_code == 200, answer.text
+        send_feedback(client, answer.json()["prediction_id"])
+        store = open_store(private_prediction_store)  # the app has created its tables by now
+        try:
+            store.record_drift(500, "test", dict.fromkeys(SCORE_NAMES.values(), 0.1), [])
+        finally:
+            store.close()
+        exposed = exposed_names(client.get("/metrics").text)
+    missing = {where: sorted(names - exposed) for where, names in queried_names().items()}
+    missing = {where: names for where, names in missing.items() if names}
+    assert not missing, f"queried but not in /metrics: {missing}"
