@@ -80,7 +80,8 @@ def test_dependencies_are_installed_before_the_code_is_copied() -> None:
     """Editing the code must not reinstall the dependencies: their layer comes first."""
     lines = instructions()
     install = next(i for i, line in enumerate(lines) if "--requirement" in line)
-    code = [i for i, line in enumerate(lines) if re.match(r"COPY (mnist_core|monitoring|serving) ", line)]
+    sources = r"COPY (mnist_core|monitoring|serving) "
+    code = [i for i, line in enumerate(lines) if re.match(sources, line)]
     assert code and install < min(code)
     assert lines[install - 1].startswith("COPY requirements/serve.txt")  # the lock file
     assert "--require-hashes" in lines[install]

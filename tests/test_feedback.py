@@ -120,6 +120,7 @@ def test_feedback_answers(trained_registry: dict[str, str], store_url: str,
         assert refused.status_code == 429 and "at most 3" in refused.json()["detail"]
         assert refused.headers["Retry-After"]
 
+        written(client)
         metrics = client.get("/metrics").text
     version, digit = answer["model_version"], answer["digit"]
     rows = store.list_feedback(FeedbackFilter(status="pending"))
