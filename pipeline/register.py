@@ -234,7 +234,14 @@ def register(params: RegisterParams, settings: MlflowSettings) -> Decision:
     elif incumbent is not None:
         accuracy = _incumbent_figure(client, incumbent, "test_accuracy")
         production_feedback = _incumbent_figure(client, incumbent, "feedback_accuracy")
-        decision = decide(metrics, lineage, accuracy, params, True, production_feedback)
+        decision = decide(
+            metrics,
+            lineage,
+            accuracy,
+            params,
+            has_incumbent=True,
+            incumbent_feedback_accuracy=production_feedback,
+        )
     else:
         decision = decide(metrics, lineage, None, params, has_incumbent=False)
     if decision.promote:
