@@ -71,3 +71,55 @@ class NonDigitSet:
             rejected = dict(zip(names, counts, strict=True))
             held_out = tuple(data["held_out"].tolist())
             return cls(data["images"], data["families"], rejected, held_out)
+
+
+NOT_A_DIGIT = -1  # the label of a `not_a_digit` answer in the feedback sets
+
+
+@dataclass(frozen=True)
+class FeedbackSplit:
+    """One side of the exported user feedback (`pipeline.feedback`): 28×28 inputs, their labels
+    (0 to 9, or NOT_A_DIGIT) and each input's sha256, which decided its side."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    input_hash: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @classmethod
+    def empty(cls) -> FeedbackSplit:
+        return cls(np.empty((0, 28, 28), np.uint8), np.empty(0, np.int64), np.empty(0, str))
+
+    def digits(self) -> tuple[np.ndarray, np.ndarray]:
+        chosen = self.labels != NOT_A_DIGIT
+        return self.images[chosen], self.labels[chosen]
+
+    def non_digits(self) -> np.ndarray:
+        return self.images[self.labels == NOT_A_DIGIT]
+
+    def same_as(self, other: FeedbackSplit) -> bool:
+        return all(
+            np.array_equal(mine, theirs)
+            for mine, theirs in zip(
+                (self.images, self.labels, self.input_hash),
+                (other.images, other.labels, other.input_hash),
+                strict=True,
+            )
+        )
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(path) as tmp, tmp.open("wb") as stream:
+            np.savez_compressed(
+                stream, images=self.images, labels=self.labels, input_hash=self.input_hash
+            )
+
+    @classmethod
+    def load(cls, path: Path) -> FeedbackSplit:
+        """The split at `path`; empty when there is none (no feedback exported yet)."""
+        if not path.is_file():
+            return cls.empty()
+        with np.load(path) as data:
+            return cls(data["images"], data["labels"].astype(np.int64), data["input_hash"])

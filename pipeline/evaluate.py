@@ -28,7 +28,14 @@ from mnist_core.settings import MlflowSettings
 from pipeline import calibration, figures, pictures
 from pipeline.api_path import api_path_metrics
 from pipeline.cli import parse_stage_args
-from pipeline.data import NonDigitSet, data_version, load_split, split_path
+from pipeline.data import (
+    NOT_A_DIGIT,
+    FeedbackSplit,
+    NonDigitSet,
+    data_version,
+    load_split,
+    split_path,
+)
 from pipeline.io import atomic_file, read_json, sha256_of, write_json
 from pipeline.params import EvaluateParams
 from pipeline.rejection import rejection_metrics
@@ -112,6 +119,26 @@ def non_digit_metrics(
     }
 
 
+def feedback_metrics(classifier: DigitClassifier, held_out: FeedbackSplit) -> dict[str, object]:
+    """Accuracy on the held-out user feedback: a digit is right when predicted as labelled, a
+    `not_a_digit` answer when the model flags the input `uncertain`; and how many rows."""
+    if not len(held_out):
+        return {"feedback_count": 0}
+    probabilities = classifier.predict_proba(held_out.images)
+    is_digit = held_out.labels != NOT_A_DIGIT
+    right = np.where(
+        is_digit,
+        probabilities.argmax(axis=1) == held_out.labels,
+        probabilities.max(axis=1) < classifier.metadata.uncertain_below,
+    )
+    return {
+        "feedback_count": len(held_out),
+        "feedback_accuracy": share(right),
+        "feedback_digits_accuracy": share(right[is_digit]),
+        "feedback_non_digits_flagged": share(right[~is_digit]),
+    }
+
+
 def model_identity(params: EvaluateParams) -> dict[str, str]:
     """Which model file and data the metrics are of: `register` refuses another file's."""
     return {
@@ -177,6 +204,10 @@ def evaluate(params: EvaluateParams, settings: MlflowSettings) -> dict[str, obje
         "test_flagged": share(confidences < metadata.uncertain_below),
         **real_picture_metrics(classifier, params.pictures_seed),
         **non_digit_metrics(classifier, NonDigitSet.load(params.non_digits), confidences),
+        **feedback_metrics(
+            classifier,
+            FeedbackSplit.load(params.feedback) if params.feedback else FeedbackSplit.empty(),
+        ),
         "per_class": per_class_metrics(labels_np, predictions_np),
     }
     metrics |= api_path_metrics(classifier, images, labels_np, params.batch_size)

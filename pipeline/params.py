@@ -49,6 +49,15 @@ class NonDigitParams(_Section):
     seeds: NonDigitSeeds
 
 
+class FeedbackParams(_Section):
+    """The export of accepted user feedback (`pipeline.feedback`)."""
+
+    out_dir: Path  # train.npz and held_out.npz
+    metrics: Path  # how many digits and non-digits on each side
+    # About this share of the distinct inputs is held out, chosen by each input's sha256.
+    held_out_share: float = Field(gt=0, lt=1)
+
+
 class AugmentParams(_Section):
     degrees: float = Field(ge=0)
     translate: float = Field(ge=0, le=0.5)
@@ -91,6 +100,10 @@ class TrainParams(_Section):
     non_digits: Path  # the training families' pictures (`pipeline.non_digits`)
     outlier_weight: float = Field(default=0.0, ge=0)
     outlier_ratio: float = Field(default=0.0, ge=0)
+    # User feedback (`pipeline.feedback`): its digits join the training split, each repeated
+    # `feedback_weight` times (0: left out); its non-digits join the Outlier Exposure set.
+    feedback: Path | None = None
+    feedback_weight: int = Field(default=1, ge=0)
     # Continue an interrupted run of the same configuration from its last epoch.
     resume: bool = True
     # Data-parallel training processes on this machine (DDP under torchrun); 1: one process.
@@ -113,6 +126,7 @@ class EvaluateParams(_Section):
     # Seed of the generated real-looking digits (`pipeline.pictures`).
     pictures_seed: int = 0
     non_digits: Path  # the test rendition of every non-digit family (`pipeline.non_digits`)
+    feedback: Path | None = None  # the held-out user feedback (`pipeline.feedback`)
 
 
 class RegisterParams(_Section):
@@ -126,6 +140,9 @@ class RegisterParams(_Section):
     min_real_pictures_accuracy: float = Field(default=0.0, ge=0, le=1)
     # Non-digits of the families training never saw, flagged `uncertain` (or rejected as empty).
     min_held_out_non_digits_flagged: float = Field(default=0.0, ge=0, le=1)
+    # With at least this many held-out feedback rows, a version worse on them than production
+    # fails the gate.
+    min_feedback_rows: int = Field(default=20, ge=1)
     # The promotion policy (pipeline/register.py): `auto` lets a clean `dvc repro` on `branch`
     # move `production`; `manual` leaves every move to `mnist-registry promote`.
     promote: Literal["auto", "manual"] = "auto"
@@ -156,6 +173,7 @@ class Params(_Section):
     download: DownloadParams
     preprocess: PreprocessParams
     non_digits: NonDigitParams
+    feedback: FeedbackParams
     train: TrainParams
     evaluate: EvaluateParams
     # `register` would shadow a BaseModel attribute, so the field takes another name.

@@ -74,9 +74,31 @@ class Decision:
         return self.action == "promote"
 
 
-def gate_failures(metrics: Mapping[str, object], params: RegisterParams) -> list[str]:
+def feedback_regression(
+    metrics: Mapping[str, object], params: RegisterParams, production: float | None
+) -> str | None:
+    """Why the version is worse than production on the held-out user feedback, or None: only
+    with at least `min_feedback_rows` rows and production's figure known."""
+    count = metrics.get("feedback_count", 0)
+    accuracy = metrics.get("feedback_accuracy")
+    if production is None or not isinstance(accuracy, int | float):
+        return None
+    if not isinstance(count, int) or count < params.min_feedback_rows or accuracy >= production:
+        return None
+    return (
+        f"held-out feedback accuracy {accuracy:.4f} < production's {production:.4f} ({count} rows)"
+    )
+
+
+def gate_failures(
+    metrics: Mapping[str, object],
+    params: RegisterParams,
+    production_feedback_accuracy: float | None = None,
+) -> list[str]:
     """The gate's checks that fail, as sentences; empty when it passes."""
     failures = []
+    if regression := feedback_regression(metrics, params, production_feedback_accuracy):
+        failures.append(regression)
     for metric, parameter in GATE.items():
         minimum = float(getattr(params, parameter))
         value = metrics.get(metric)
@@ -93,10 +115,12 @@ def decide(
     incumbent_accuracy: float | None,
     params: RegisterParams,
     has_incumbent: bool,
+    incumbent_feedback_accuracy: float | None = None,
 ) -> Decision:
-    """The promotion policy: the gate, then where the model came from, then the comparison
+    """The promotion policy: the gate (held-out feedback against production's
+    `incumbent_feedback_accuracy` included), then where the model came from, then the comparison
     with production (`incumbent_accuracy`; None when unknown)."""
-    if failures := gate_failures(metrics, params):
+    if failures := gate_failures(metrics, params, incumbent_feedback_accuracy):
         return Decision("none", "; ".join(failures))
     accuracy = float(metrics["test_accuracy"])  # type: ignore[arg-type]
     if not has_incumbent:
@@ -142,6 +166,7 @@ def describe(metrics: Mapping[str, object], lineage: Lineage, decision: Decision
         f"{metrics.get('non_digits_flagged', 0):.3f} "
         f"({metrics.get('held_out_non_digits_flagged', 0):.3f}) |",
         f"| test digits flagged `uncertain` | {metrics.get('test_flagged', 0):.4f} |",
+        f"| held-out user feedback right (rows) | {feedback_figure(metrics)} |",
         f"| `uncertain` below, temperature | {metrics.get('uncertain_below', 0):.3f}, "
         f"{metrics.get('temperature', 1):.3f} |",
         "",
@@ -150,6 +175,12 @@ def describe(metrics: Mapping[str, object], lineage: Lineage, decision: Decision
         + f"; data version (DVC) `{lineage.data_version}`.",
     ]
     return "\n".join(lines)
+
+
+def feedback_figure(metrics: Mapping[str, object]) -> str:
+    if "feedback_accuracy" not in metrics:
+        return "no feedback (0)"
+    return f"{metrics['feedback_accuracy']:.3f} ({metrics['feedback_count']})"
 
 
 def check_metrics_match(metrics: Mapping[str, object], params: RegisterParams) -> str:
@@ -174,10 +205,11 @@ def _registered_version(
     return mlflow.register_model(model_uri, name, tags={"run_id": run_id})
 
 
-def _incumbent_accuracy(client: MlflowClient, incumbent: ModelVersion) -> float | None:
-    if "test_accuracy" in incumbent.tags:
-        return float(incumbent.tags["test_accuracy"])
-    return client.get_run(incumbent.run_id).data.metrics.get("test_accuracy")
+def _incumbent_figure(client: MlflowClient, incumbent: ModelVersion, metric: str) -> float | None:
+    """Production's figure for `metric`: its version's tag, else its run's metric."""
+    if metric in incumbent.tags:
+        return float(incumbent.tags[metric])
+    return client.get_run(incumbent.run_id).data.metrics.get(metric)
 
 
 def _tag_version(client: MlflowClient, name: str, version: str, tags: dict[str, str]) -> None:
@@ -196,18 +228,29 @@ def register(params: RegisterParams, settings: MlflowSettings) -> Decision:
     run_id, model_uri = run_in_this_store(client, run, params.onnx_path, metrics)
     version = _registered_version(client, name, run_id, model_uri)
     incumbent = version_with_alias(client, name, settings.model_alias)
+    production_feedback = None
     if incumbent is not None and str(incumbent.version) == str(version.version):
         decision = Decision("promote", f"version {version.version} already holds the alias")
+    elif incumbent is not None:
+        accuracy = _incumbent_figure(client, incumbent, "test_accuracy")
+        production_feedback = _incumbent_figure(client, incumbent, "feedback_accuracy")
+        decision = decide(
+            metrics,
+            lineage,
+            accuracy,
+            params,
+            has_incumbent=True,
+            incumbent_feedback_accuracy=production_feedback,
+        )
     else:
-        accuracy = _incumbent_accuracy(client, incumbent) if incumbent is not None else None
-        decision = decide(metrics, lineage, accuracy, params, has_incumbent=incumbent is not None)
+        decision = decide(metrics, lineage, None, params, has_incumbent=False)
     if decision.promote:
         promote(client, settings, version.version, decision.reason, by="register stage")
     elif decision.action == "challenger":
         client.set_registered_model_alias(name, params.challenger_alias, version.version)
     log.info("%s version %s: %s (%s)", name, version.version, decision.action, decision.reason)
 
-    failures = gate_failures(metrics, params)
+    failures = gate_failures(metrics, params, production_feedback)
     _tag_version(
         client,
         name,
@@ -220,6 +263,12 @@ def register(params: RegisterParams, settings: MlflowSettings) -> Decision:
             "policy": decision.action,
             "policy_reason": decision.reason,
             **{k: f"{metrics[k]:.4g}" for k in ("temperature", "uncertain_below") if k in metrics},
+            "feedback_count": str(metrics.get("feedback_count", 0)),
+            **(
+                {"feedback_accuracy": f"{metrics['feedback_accuracy']:.4f}"}
+                if "feedback_accuracy" in metrics
+                else {}
+            ),
         },
     )
     client.update_model_version(name, version.version, describe(metrics, lineage, decision))

@@ -30,13 +30,25 @@ from pipeline.io import atomic_file, write_json
 from pipeline.model import DigitCNN, predict_logits, save_checkpoint
 from pipeline.params import TrainParams
 from pipeline.tracking import configure_mlflow, git_commit, log_dataset, log_onnx_model
-from pipeline.training import EpochResult, FitResult, fit, load_outliers, use_bf16
+from pipeline.training import (
+    EpochResult,
+    FitResult,
+    add_feedback,
+    fit,
+    load_feedback,
+    load_outliers,
+    use_bf16,
+)
 
 log = logging.getLogger(__name__)
 
 HISTORY_FIELDS = [field.name for field in dataclasses.fields(EpochResult)]
 # Stage inputs and outputs, not hyperparameters: kept out of the MLflow params.
-PATH_FIELDS = {name for name, field in TrainParams.model_fields.items() if field.annotation is Path}
+PATH_FIELDS = {
+    name
+    for name, field in TrainParams.model_fields.items()
+    if field.annotation in (Path, Path | None)
+}
 
 
 def run_name(params: TrainParams) -> str:
@@ -120,11 +132,16 @@ def train(
         load_split(params.data_dir, "val"),
     )
     data = data_version(params.data_dir)
-    outliers = load_outliers(params)
+    feedback = load_feedback(params)
+    train_split, outliers = add_feedback(
+        train_split, load_outliers(params), feedback, params.feedback_weight
+    )
     if not cluster.is_main:  # the main process reads the checkpoint and hands it over
         return fit(params, train_split, val_split, device, cluster=cluster, outliers=outliers)
     hyperparameters = params.model_dump(mode="json", exclude=PATH_FIELDS | {"resume"})
     identity = {**hyperparameters, "world_size": cluster.world_size}
+    if len(feedback):  # other feedback, another run: a checkpoint of the old one is no use
+        identity["feedback"] = sorted(feedback.input_hash.tolist())
     checkpoint = Checkpoint(params.checkpoint_path, fingerprint(identity, data))
     experiment_id = configure_mlflow(settings)
 
@@ -166,6 +183,8 @@ def train(
                 "train_size": len(train_split[1]),
                 "val_size": len(val_split[1]),
                 "non_digits_size": 0 if outliers is None else len(outliers),
+                "feedback_digits": len(feedback.digits()[1]),
+                "feedback_non_digits": len(feedback.non_digits()),
             }
         )
         for split, (images, labels) in (("train", train_split), ("val", val_split)):

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from pipeline.augment import augment
 from pipeline.checkpoint import Checkpoint
-from pipeline.data import NonDigitSet
+from pipeline.data import FeedbackSplit, NonDigitSet
 from pipeline.distributed import SINGLE, Cluster
 from pipeline.imaging import normalize, to_unit
 from pipeline.model import DigitCNN, native_bf16, predict_logits
@@ -70,6 +70,33 @@ def load_outliers(params: TrainParams) -> torch.Tensor | None:
     if not (params.outlier_weight and params.outlier_ratio):
         return None
     return torch.from_numpy(NonDigitSet.load(params.non_digits).images)
+
+
+def load_feedback(params: TrainParams) -> FeedbackSplit:
+    """The training side of the user feedback; empty when there is none or it weighs nothing."""
+    if params.feedback is None or not params.feedback_weight:
+        return FeedbackSplit.empty()
+    return FeedbackSplit.load(params.feedback)
+
+
+def add_feedback(
+    train: tuple[torch.Tensor, torch.Tensor],
+    outliers: torch.Tensor | None,
+    feedback: FeedbackSplit,
+    weight: int,
+) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor | None]:
+    """The training split with the feedback digits appended `weight` times, and the Outlier
+    Exposure set with the feedback non-digits appended (left out when Outlier Exposure is off)."""
+    images, labels = feedback.digits()
+    if len(labels) and weight:
+        train = (
+            torch.cat([train[0], torch.from_numpy(images).repeat(weight, 1, 1)]),
+            torch.cat([train[1], torch.from_numpy(labels).repeat(weight)]),
+        )
+    non_digits = feedback.non_digits()
+    if outliers is not None and len(non_digits):
+        outliers = torch.cat([outliers, torch.from_numpy(non_digits)])
+    return train, outliers
 
 
 def use_bf16(params: TrainParams, device: torch.device) -> bool:

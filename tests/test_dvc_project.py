@@ -17,7 +17,9 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from monitoring.store import open_store
 from tests.conftest import PROJECT_ROOT, project_env, tiny_params
+from tests.test_retrain import answer, feedback_set
 
 pytestmark = pytest.mark.slow
 
@@ -47,8 +49,9 @@ def project(tmp_path_factory: pytest.TempPathFactory, raw_mnist) -> tuple[Path, 
     params = tiny_params(*raw_mnist)
     params["evaluate"]["seed_images_dir"] = "tests/data"
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    env = project_env(root)
-    (root / ".gitignore").write_text("/mlflow.db\n/mlartifacts/\n")
+    # The project's own store of predictions and feedback, empty until a test writes to it.
+    env = project_env(root) | {"MNIST_STORE_URL": f"sqlite:///{root / 'predictions.db'}"}
+    (root / ".gitignore").write_text("/mlflow.db\n/mlartifacts/\n/predictions.db*\n")
     run(["git", "init", "-q", "-b", "main"], root, env)  # the branch `register.branch` names
     run(["dvc", "init", "-q"], root, env)
     run(["git", "add", "-A"], root, env)
@@ -59,10 +62,13 @@ def project(tmp_path_factory: pytest.TempPathFactory, raw_mnist) -> tuple[Path, 
 def test_dvc_repro_runs_every_stage_once(project) -> None:
     root, env = project
     output = run(["dvc", "repro"], root, env)
-    for stage in ("download", "preprocess", "non_digits", "train", "evaluate", "register"):
+    stages = ("download", "preprocess", "non_digits", "feedback", "train", "evaluate", "register")
+    for stage in stages:
         assert f"Running stage '{stage}'" in output
-    again = run(["dvc", "repro"], root, env)  # only `register`, which checks the registry
-    assert re.findall(r"Running stage '(\w+)'", again) == ["register"], again
+    # Only the two that look outside DVC: `feedback` (the store, unchanged: nothing downstream
+    # runs) and `register` (the registry).
+    again = run(["dvc", "repro"], root, env)
+    assert re.findall(r"Running stage '(\w+)'", again) == ["feedback", "register"], again
 
     metrics = run(["dvc", "metrics", "show"], root, env)
     assert "test_accuracy" in metrics and "best_val_accuracy" in metrics
@@ -112,7 +118,7 @@ def test_mlflow_run_train_entry_point(project) -> None:
 
 
 # `register` runs on every `dvc repro`: it checks the registry, which lives outside DVC.
-ALWAYS_CHANGED = {"register": ["always changed"]}
+ALWAYS_CHANGED = {"feedback": ["always changed"], "register": ["always changed"]}
 # The pipeline's stages only: the drift check's own dvc.yaml is always changed, run or not.
 PIPELINE_STATUS = ["dvc", "status", "--json", "dvc.yaml"]
 
@@ -141,7 +147,8 @@ def import_closure(module: str) -> set[Path]:
 
 
 @pytest.mark.parametrize(
-    "stage", ["download", "preprocess", "non_digits", "train", "evaluate", "register", "drift"]
+    "stage",
+    ["download", "preprocess", "non_digits", "feedback", "train", "evaluate", "register", "drift"],
 )
 def test_each_stage_depends_on_every_module_it_imports(stage: str) -> None:
     dvc_file = PROJECT_ROOT / ("drift/dvc.yaml" if stage == "drift" else "dvc.yaml")
@@ -170,6 +177,7 @@ def test_editing_an_imported_module_makes_its_stages_stale(project) -> None:
             "download",
             "preprocess",
             "non_digits",
+            "feedback",
             "train",
             "evaluate",
             "register",
@@ -207,3 +215,26 @@ def test_the_drift_check_runs_only_when_asked_for(project) -> None:
     )
     assert "no verdict" in (root / "reports" / "drift.html").read_text()
     assert "not_enough_traffic" in run(["dvc", "metrics", "show", "--json"], root, env)
+
+
+def test_accepted_feedback_retrains_and_an_unchanged_store_does_not(project) -> None:
+    """Last in this module: it leaves feedback in the project's store."""
+    root, env = project
+    run(["dvc", "repro"], root, env)
+    lock = root / "dvc.lock"
+    before = yaml.safe_load(lock.read_text())["stages"]["feedback"]["outs"]
+    store = open_store(env["MNIST_STORE_URL"])
+    try:
+        accepted = feedback_set(30, seed=11)
+        for pixels, label in zip(accepted.pixels, accepted.labels, strict=True):
+            answer(store, pixels, str(label))
+    finally:
+        store.close()
+    output = run(["dvc", "repro"], root, env)
+    ran = re.findall(r"Running stage '(\w+)'", output)
+    assert ran == ["feedback", "train", "evaluate", "register"], output
+    assert yaml.safe_load(lock.read_text())["stages"]["feedback"]["outs"] != before
+    metrics = json.loads((root / "metrics" / "evaluate.json").read_text())
+    assert 0 < metrics["feedback_count"] < 30
+    again = run(["dvc", "repro"], root, env)
+    assert re.findall(r"Running stage '(\w+)'", again) == ["feedback", "register"], again
