@@ -195,6 +195,10 @@ def test_gate_keeps_production_on_a_worse_model_and_rollback_works(pipeline_run:
 
 
 def test_registry_cli_on_an_empty_store(workdir: Path) -> None:
+    # A store that does not exist is named, not silently created (a relative sqlite path).
+    with pytest.raises(SystemExit, match="which does not exist"):
+        registry_cli(["list"])
+    (workdir / "mlflow.db").touch()  # an empty store: MLflow makes its tables
     with pytest.raises(SystemExit, match="No model named mnist-cnn is registered yet"):
         registry_cli(["list"])
 
