@@ -10,7 +10,6 @@ from pydantic import Field, field_validator
 from mnist_core.settings import MlflowSettings
 from monitoring.settings import MonitoringSettings
 
-
 # Each worker holds its own model and MLflow client (about 235 MiB): past a few, more cores are
 # better spent on ONNX Runtime's threads within each worker.
 MAX_DEFAULT_WORKERS = 4

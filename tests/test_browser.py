@@ -7,9 +7,12 @@ write the README's screenshots into docs/screenshots/.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -369,3 +372,108 @@ def test_right_question_stores_the_users_answers(
     assert {key: (row.label, row.status, row.source) for key, row in stored.items()} == {
         answer["prediction_id"]: (label, "pending", "canvas") for answer, label in answers
     }
+
+
+def ready_version(url: str) -> str | None:
+    with urllib.request.urlopen(f"{url}/ready", timeout=10) as response:
+        return json.load(response).get("model_version")
+
+
+def draw_stroke_digit(page: Page, points: list[tuple[float, float]]) -> None:
+    """One stroke through `points` (fractions of the canvas)."""
+    box = page.locator("#canvas").bounding_box()
+    assert box is not None
+    page.mouse.move(box["x"] + points[0][0] * box["width"], box["y"] + points[0][1] * box["height"])
+    page.mouse.down()
+    for fx, fy in points[1:]:
+        page.mouse.move(box["x"] + fx * box["width"], box["y"] + fy * box["height"], steps=12)
+    page.mouse.up()
+
+
+# Ones of several slants and sevens of several corners: distinct inputs, so none counts twice.
+LOOP_DRAWINGS = [("1", [(0.5 + s, 0.2), (0.5 - s, 0.8)]) for s in (-0.12, -0.06, 0, 0.05, 0.1)] + [
+    ("7", [(0.25, 0.22), (0.75, 0.22 + t), (0.45 - t, 0.82)]) for t in (0, 0.04, 0.08, 0.12, 0.16)
+]
+
+
+def test_the_whole_loop_from_the_page_to_a_served_version(
+    browser: Browser,
+    raw_mnist,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 15's loop: a version serves; a user draws digits and corrects the answers on the
+    page; a reviewer accepts them (`monitoring.review`); the pipeline retrains on them; the new
+    version carries its held-out feedback score in the registry; once `production` moves to it
+    (`mnist-registry promote`), the API serves it."""
+    import yaml
+    from mlflow.tracking import MlflowClient
+
+    from monitoring import review
+    from pipeline import feedback as feedback_stage
+    from pipeline import registry
+    from serving.app import create_app
+    from serving.settings import ServingSettings
+    from tests.conftest import STAGES, tiny_params
+
+    monkeypatch.chdir(tmp_path)
+    env = {
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "MNIST_ARTIFACT_ROOT": str(tmp_path / "mlartifacts"),
+        "MNIST_STORE_URL": f"sqlite:///{tmp_path / 'predictions.db'}",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    params = tiny_params(*raw_mnist)
+    params["feedback"]["held_out_share"] = 0.5  # ten inputs: both sides get some
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    stages = [*STAGES[:3], feedback_stage, *STAGES[3:]]
+
+    def repro() -> None:
+        for stage in stages:
+            stage.main(["--params", str(tmp_path / "params.yaml")])
+
+    repro()  # version 1, in production: nothing was there
+    settings = ServingSettings(**env, MNIST_POLL_SECONDS=0.5)
+    with served_in_thread(create_app(settings)) as url:
+        page = browser.new_page(viewport=VIEWPORT)
+        page.set_default_timeout(20_000)
+        page.goto(f"{url}/")
+        for label, points in LOOP_DRAWINGS:
+            page.locator("#clear-canvas").click()
+            draw_stroke_digit(page, points)
+            with page.expect_response("**/predict") as response_info:
+                page.locator("#predict-canvas").click()
+            answer = response_info.value.json()
+            assert answer["model_version"] == "1"
+            right = answer["digit"] == int(label)
+            button = "#feedback-yes" if right else f'#feedback-digits [data-label="{label}"]'
+            with page.expect_response("**/feedback") as feedback_info:
+                page.locator(button).click()
+            assert feedback_info.value.status == 201, feedback_info.value.text()
+        page.close()
+
+        with pytest.raises(SystemExit) as exit_info:
+            review.main(["accept", "--all-pending"])
+        assert exit_info.value.code == 0
+        repro()  # a tree outside git: version 2 becomes the challenger at most
+
+        client = MlflowClient()
+        challenger = client.get_model_version_by_alias("mnist-cnn", "challenger")
+        assert str(challenger.version) == "2"
+        held_out = json.loads((tmp_path / params["evaluate"]["metrics"]).read_text())
+        assert held_out["feedback_count"] > 0, "every input landed on the training side"
+        assert challenger.tags["feedback_count"] == str(held_out["feedback_count"])
+        assert "feedback_accuracy" in challenger.tags
+        train_run = client.get_run(challenger.run_id).data
+        assert (
+            int(train_run.params["feedback_digits"])
+            == len(LOOP_DRAWINGS) - held_out["feedback_count"]
+        )
+
+        registry.main(["promote", "2", "--reason", "trained on the users' corrections"])
+        deadline = time.monotonic() + 30
+        while (served := ready_version(url)) != "2":
+            assert time.monotonic() < deadline, f"still serving version {served}"
+            time.sleep(0.2)  # the API polls the alias every 0.5 s
