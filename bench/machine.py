@@ -29,7 +29,7 @@ def machine(device: torch.device, bf16: bool) -> dict[str, object]:
     return {
         "date": datetime.date.today().isoformat(),
         "cpu_model": cpu_model(),
-        "cores": torch.get_num_threads(),
+        "threads_per_process": torch.get_num_threads(),
         "avx512": any(flag.startswith("avx512") for flag in cpu_flags()),
         "native_bf16": native_bf16(torch.device("cpu")),
         "device": str(device),
