@@ -65,7 +65,7 @@ def test_mlproject_is_written_from_params_yaml(tmp_path: Path, monkeypatch) -> N
                                       else "string"), name  # fmt: skip
 
     (tmp_path / "params.yaml").write_text(
-        (PARAMS.parent / "params.yaml").read_text().replace("max_lr: 0.01", "max_lr: 0.02")
+        (PARAMS.parent / "params.yaml").read_text().replace("max_lr: 0.02", "max_lr: 0.03")
     )
     (tmp_path / "MLproject").write_text((PARAMS.parent / "MLproject").read_text())
     monkeypatch.chdir(tmp_path)
@@ -73,4 +73,4 @@ def test_mlproject_is_written_from_params_yaml(tmp_path: Path, monkeypatch) -> N
         mlproject.main(["--check"])
     mlproject.main([])
     mlproject.main(["--check"])
-    assert "default: 0.02" in (tmp_path / "MLproject").read_text()
+    assert "default: 0.03" in (tmp_path / "MLproject").read_text()
