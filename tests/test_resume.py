@@ -31,7 +31,7 @@ def tiny_fit_inputs():
     params = load_params(
         PROJECT_ROOT / "params.yaml",
         ["train.epochs=4", "train.batch_size=32", "train.channels=[8, 16]",
-         "train.hidden_units=16", "train.ema_decay=0.9"],
+         "train.convs_per_block=1", "train.hidden_units=16", "train.ema_decay=0.9"],
     ).train  # fmt: skip
     images, labels = render_digits(200, seed=4)
     train = torch.from_numpy(images[:160]), torch.from_numpy(labels[:160]).long()
@@ -137,6 +137,7 @@ def test_a_failure_after_the_last_epoch_keeps_the_checkpoint_and_the_rerun_train
     argv = ["--params", str(params_file)]
     download.main(argv)
     preprocess.main(argv)
+    non_digits.main(argv)  # the train stage's Outlier Exposure reads them
     settings = load_params(params_file).train
 
     def upload_fails(*_: object) -> str:
