@@ -6,6 +6,7 @@ import io
 import os
 import sys
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import numpy as np
@@ -21,13 +22,16 @@ from monitoring.store import FeedbackFilter, PredictionRecord, Store, open_store
 from monitoring.writer import PredictionLog
 from serving.app import create_app
 from serving.settings import ServingSettings
-from tests.conftest import SEED_IMAGES
+from tests.conftest import SEED_IMAGES, ready_client
 
 SEVEN = (SEED_IMAGES / "num_7.png").read_bytes()
 
 
-def app_client(env: dict[str, str], store_url: str, **settings: object) -> TestClient:
-    return TestClient(create_app(ServingSettings(**env, MNIST_STORE_URL=store_url, **settings)))
+def app_client(
+    env: dict[str, str], store_url: str, **settings: object
+) -> AbstractContextManager[TestClient]:
+    """A client of the app, once its first model load has ended (it loads in the background)."""
+    return ready_client(create_app(ServingSettings(**env, MNIST_STORE_URL=store_url, **settings)))
 
 
 @pytest.fixture

@@ -114,7 +114,7 @@ def test_fit_returns_the_weights_of_the_best_epoch(ema_decay: float) -> None:
     params = load_params(
         PROJECT_ROOT / "params.yaml",
         ["train.epochs=3", "train.batch_size=32", "train.channels=[8, 16]",
-         "train.hidden_units=16", f"train.ema_decay={ema_decay}"],
+         "train.convs_per_block=1", "train.hidden_units=16", f"train.ema_decay={ema_decay}"],
     ).train  # fmt: skip
     images, labels = render_digits(200, seed=4)
     train = torch.from_numpy(images[:160]), torch.from_numpy(labels[:160]).long()
