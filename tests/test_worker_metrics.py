@@ -6,6 +6,8 @@ import re
 import shutil
 import sys
 import tempfile
+import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -58,12 +60,27 @@ def worker_counts(server: Server) -> list[str]:
     return texts
 
 
+def both_ready(url: str, in_a_row: int = 12, timeout: float = 120) -> None:
+    """Wait until /ready answers 200 on many new connections in a row: one worker answering
+    says nothing of the other, which loads its model on its own (in the background)."""
+    deadline, answered = time.monotonic() + timeout, 0
+    while answered < in_a_row:
+        assert time.monotonic() < deadline, "a worker never loaded its model"
+        try:
+            with urllib.request.urlopen(f"{url}/ready", timeout=10):
+                answered += 1
+        except urllib.error.HTTPError:
+            answered = 0
+            time.sleep(0.2)
+
+
 def test_two_workers_counts_add_up_in_one_scrape(trained_registry: dict[str, str]) -> None:
     port = free_port()
     command = [sys.executable, "-m", "serving", "--host", "127.0.0.1", "--port", str(port),
                "--workers", "2"]  # fmt: skip
     env = {**trained_registry, "MNIST_INFERENCE_THREADS": "1", "MNIST_DECODE_THREADS": "1"}
     with running(command, "/ready", port, env, timeout=180) as server:
+        both_ready(server.url)
         # A new connection each: the kernel spreads them over both workers' sockets.
         versions = {post_picture(f"{server.url}/predict", "7.png", SEVEN)["model_version"]
                 for _ in range(REQUESTS)}  # fmt: skip
