@@ -22,7 +22,9 @@ from tests.conftest import PROJECT_ROOT, project_env, tiny_params
 
 pytestmark = pytest.mark.slow
 
-COPIED = ("pipeline", "mnist_core", "tests/data", "dvc.yaml", ".dvcignore", ".gitignore")
+COPIED = (
+    "pipeline", "mnist_core", "monitoring", "tests/data", "dvc.yaml", ".dvcignore", ".gitignore",
+)  # fmt: skip
 CACHED = ("data/raw", "data/processed", "models/model.pt", "models/model.onnx")
 ALWAYS_CHANGED = {"register": ["always changed"]}
 
