@@ -24,6 +24,7 @@ from serving.schemas import ErrorResponse, FeedbackReceipt, FeedbackRequest
 QUEUED_WRITE_SECONDS = 5.0
 
 FEEDBACK_ERRORS = {
+    400: {"model": ErrorResponse, "description": "a body that cannot be parsed as JSON"},
     404: {"model": ErrorResponse, "description": "no logged prediction has this id"},
     409: {"model": ErrorResponse, "description": "this prediction has feedback already"},
     422: {"model": ErrorResponse, "description": "a malformed id or a label not 0-9/not_a_digit"},
