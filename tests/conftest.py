@@ -65,6 +65,8 @@ def project_env(root: Path) -> dict[str, str]:
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        # The copy's own prediction and feedback store (none until the API writes one).
+        "MNIST_STORE_URL": f"sqlite:///{root / 'predictions.db'}",
         "MNIST_ARTIFACT_ROOT": str(root / "mlartifacts"),
         "GIT_AUTHOR_NAME": "test",
         "GIT_AUTHOR_EMAIL": "test@example.com",
