@@ -34,8 +34,8 @@ from pipeline.training import (
     build_model,
     load_outliers,
     outlier_exposure_loss,
-    turn_and_mirror,
     use_bf16,
+    with_outliers,
 )
 
 PARTS = ("augment", "forward", "backward", "optimizer", "moving average")
@@ -62,9 +62,7 @@ def profile(overrides: list[str], steps: int, fused: bool) -> dict[str, float]:
         marks = [time.perf_counter()]
         pixels = images[index]
         if outliers is not None:
-            count = max(1, round(params.outlier_ratio * batch_size))
-            drawn = outliers[torch.randint(len(outliers), (count,), generator=generator)]
-            pixels = torch.cat([pixels, turn_and_mirror(drawn, generator)])
+            pixels = with_outliers(pixels, outliers, params.outlier_ratio, generator)
         batch = normalize(augment(to_unit(pixels), params.augment, generator))
         batch = batch.to(device, memory_format=torch.channels_last)
         marks.append(time.perf_counter())

@@ -61,6 +61,13 @@ def _fonts_with(char: str) -> tuple[str, ...]:
 
 
 @functools.cache
+def _drawable(family: str) -> tuple[str, ...]:
+    """The family's characters that a bundled font draws (a few pictographs none does): found
+    once, at the first draw, not at import and not per picture."""
+    return tuple(char for char in GLYPHS[family] if _fonts_with(char))
+
+
+@functools.cache
 def _character_map(font: str) -> frozenset[int]:
     path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / font
     return frozenset(TTFont(path).getBestCmap())
@@ -68,8 +75,7 @@ def _character_map(font: str) -> frozenset[int]:
 
 def _glyph(family: str) -> Callable[[np.random.Generator, np.ndarray], Image.Image]:
     def draw(rng: np.random.Generator, _: np.ndarray) -> Image.Image:
-        # Characters no bundled font draws are left out (a few pictographs).
-        char = str(rng.choice([c for c in GLYPHS[family] if _fonts_with(c)]))
+        char = str(rng.choice(_drawable(family)))
         fonts = _fonts_with(char)
         font = fonts[int(rng.integers(len(fonts)))]
         return pictures.typeset(char, font, str(rng.choice(GLYPH_STYLES)), rng)

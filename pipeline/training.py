@@ -133,6 +133,15 @@ def turn_and_mirror(images: torch.Tensor, generator: torch.Generator) -> torch.T
     return out
 
 
+def with_outliers(
+    pixels: torch.Tensor, outliers: torch.Tensor, ratio: float, generator: torch.Generator
+) -> torch.Tensor:
+    """`pixels` followed by `ratio` × as many non-digits drawn at random, turned and mirrored."""
+    count = max(1, round(ratio * len(pixels)))
+    drawn = outliers[torch.randint(len(outliers), (count,), generator=generator)]
+    return torch.cat([pixels, turn_and_mirror(drawn, generator)])
+
+
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
     """The seed of one process's random draws in one epoch: a resumed or distributed run draws
     exactly what an uninterrupted one would, with no random state to carry over."""
@@ -184,9 +193,7 @@ def _train_epoch(
     for index in bar:
         pixels = images[index]
         if exposure:
-            count = max(1, round(params.outlier_ratio * len(index)))
-            drawn = outliers[torch.randint(len(outliers), (count,), generator=generator)]
-            pixels = torch.cat([pixels, turn_and_mirror(drawn, generator)])
+            pixels = with_outliers(pixels, outliers, params.outlier_ratio, generator)
         batch = augment(to_unit(pixels), params.augment, generator)
         batch = normalize(batch).to(device, memory_format=torch.channels_last)
         with autocast:
