@@ -17,8 +17,10 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from monitoring.records import FeedbackFilter, FeedbackRow
 from monitoring.settings import MonitoringSettings
-from monitoring.store import LABELS, STATUSES, FeedbackFilter, FeedbackRow, Store, open_store
+from monitoring.store import Store, open_store
+from monitoring.tables import LABELS, STATUSES
 
 
 def _moment(text: str) -> datetime:

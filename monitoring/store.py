@@ -1,34 +1,19 @@
-"""The store of logged predictions, user feedback and drift checks: three tables behind one
-SQLAlchemy URL (a SQLite file by default, PostgreSQL on the shared stack).
-
-Only the preprocessed 28×28 grey levels of a prediction are stored, never what was uploaded.
+"""The store of logged predictions, user feedback and drift checks (the tables are in
+`monitoring.tables`): each method is one short transaction.
 """
 
 from __future__ import annotations
 
 import hashlib
-import uuid
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Literal, get_args
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
 
 import numpy as np
 from sqlalchemy import (
-    JSON,
-    Boolean,
     Column,
-    DateTime,
+    Dialect,
     Engine,
-    ForeignKey,
-    Index,
-    Integer,
-    LargeBinary,
-    MetaData,
-    SmallInteger,
     String,
-    Table,
-    TypeDecorator,
     case,
     cast,
     create_engine,
@@ -42,190 +27,31 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from mnist_core.imaging import NUM_CLASSES
-
-SIDE = 28
-Source = Literal["canvas", "upload", "pixels", "batch"]
-Status = Literal["pending", "accepted", "rejected"]
-NOT_A_DIGIT = "not_a_digit"
-LABELS = (*(str(digit) for digit in range(NUM_CLASSES)), NOT_A_DIGIT)
-SOURCES: tuple[str, ...] = get_args(Source)
-STATUSES: tuple[str, ...] = get_args(Status)
-
-
-class UtcDateTime(TypeDecorator):
-    """Timezone-aware UTC datetimes on every backend (SQLite keeps no zone and returns naive)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: object) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime: give the store timezone-aware times")
-        return value.astimezone(UTC)
-
-    def process_result_value(self, value: datetime | None, dialect: object) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-metadata = MetaData()
-
-predictions = Table(
-    "predictions",
-    metadata,
-    Column("id", String(32), primary_key=True),  # uuid4 hex
-    Column("created_at", UtcDateTime, nullable=False, index=True),
-    Column("model_version", String(80), nullable=False, index=True),
-    Column("source", String(16), nullable=False),
-    Column("pixels", LargeBinary(SIDE * SIDE), nullable=False),  # the preprocessed 28×28 uint8
-    Column("digit", SmallInteger, nullable=False),
-    Column("probabilities", JSON, nullable=False),
-    Column("uncertain", Boolean, nullable=False),
+from monitoring.records import (
+    ALL_FEEDBACK,
+    DriftCheck,
+    FeedbackFilter,
+    FeedbackRow,
+    FeedbackSet,
+    PredictionRecord,
+    PredictionWindow,
+    StoredFeedback,
+    utc_now,
 )
-
-feedback = Table(
-    "feedback",
+from monitoring.tables import (
+    LABELS,
+    NOT_A_DIGIT,
+    STATUSES,
+    Status,
+    decode_pixels,
+    decode_probabilities,
+    drift_checks,
+    encode_pixels,
+    encode_probabilities,
+    feedback,
     metadata,
-    Column("prediction_id", String(32), ForeignKey("predictions.id"), primary_key=True),
-    Column("label", String(16), nullable=False),  # "0".."9" or "not_a_digit"
-    Column("status", String(16), nullable=False, default="pending", index=True),
-    Column("created_at", UtcDateTime, nullable=False),
-    Column("client_hash", String(64), nullable=False),
-    Column("input_hash", String(64), nullable=False, index=True),  # sha256 of the 784 bytes
-    Index("ix_feedback_client_time", "client_hash", "created_at"),
+    predictions,
 )
-
-drift_checks = Table(
-    "drift_checks",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("created_at", UtcDateTime, nullable=False, index=True),
-    Column("window_size", Integer, nullable=False),
-    Column("reference", String(200), nullable=False),
-    Column("scores", JSON, nullable=False),  # test name → score
-    Column("alarms", JSON, nullable=False),  # names of the tests past their threshold
-)
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def input_hash(pixels: np.ndarray) -> str:
-    """The identity of a 28×28 input: equal grey levels, equal hash (de-duplication, and the
-    side of the train/held-out split it lands on)."""
-    return hashlib.sha256(np.ascontiguousarray(pixels, dtype=np.uint8).tobytes()).hexdigest()
-
-
-def new_prediction_id() -> str:
-    return uuid.uuid4().hex
-
-
-@dataclass(frozen=True)
-class PredictionRecord:
-    """One logged prediction, as the API hands it to the log writer."""
-
-    id: str
-    model_version: str
-    source: Source
-    pixels: np.ndarray  # (28, 28) uint8
-    digit: int
-    probabilities: Sequence[float]
-    uncertain: bool
-    created_at: datetime = field(default_factory=utc_now)
-
-    def row(self) -> dict:
-        if self.pixels.shape != (SIDE, SIDE) or self.pixels.dtype != np.uint8:
-            raise ValueError(f"a logged input is a 28×28 uint8 array, not {self.pixels.shape}")
-        return {
-            "id": self.id,
-            "created_at": self.created_at,
-            "model_version": self.model_version,
-            "source": self.source,
-            "pixels": self.pixels.tobytes(),
-            "digit": self.digit,
-            "probabilities": [float(p) for p in self.probabilities],
-            "uncertain": self.uncertain,
-        }
-
-
-@dataclass(frozen=True)
-class PredictionWindow:
-    """Logged predictions, oldest first, as arrays (what the drift check compares)."""
-
-    ids: np.ndarray  # (N,) str
-    pixels: np.ndarray  # (N, 28, 28) uint8
-    probabilities: np.ndarray  # (N, 10) float32
-    digits: np.ndarray  # (N,) int64
-    uncertain: np.ndarray  # (N,) bool
-    created_at: np.ndarray  # (N,) datetime64[us], UTC
-    model_versions: np.ndarray  # (N,) str
-    sources: np.ndarray  # (N,) str
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-
-@dataclass(frozen=True)
-class DriftCheck:
-    id: int
-    created_at: datetime
-    window_size: int
-    reference: str
-    scores: dict[str, float]
-    alarms: list[str]
-
-
-@dataclass(frozen=True)
-class FeedbackSet:
-    """Accepted feedback, one row per distinct input (duplicates count once)."""
-
-    pixels: np.ndarray  # (N, 28, 28) uint8
-    labels: np.ndarray  # (N,) int64; -1: not a digit
-    input_hash: np.ndarray  # (N,) str
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-
-@dataclass(frozen=True)
-class FeedbackRow:
-    """One piece of feedback with the prediction it answers (what the review CLI shows)."""
-
-    prediction_id: str
-    label: str
-    status: str
-    created_at: datetime
-    input_hash: str
-    predicted: int
-    model_version: str
-    source: str
-
-
-@dataclass(frozen=True)
-class FeedbackFilter:
-    """Which feedback to list or review; unset fields match everything."""
-
-    status: Status | None = None
-    label: str | None = None
-    predicted: int | None = None
-    model_version: str | None = None
-    since: datetime | None = None
-    ids: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class StoredFeedback:
-    """What `Store.add_feedback` recorded: the answer and the prediction it corrects."""
-
-    prediction_id: str
-    label: str
-    predicted: int
-    model_version: str
 
 
 class UnknownPrediction(LookupError):
@@ -258,11 +84,63 @@ def open_store(url: str) -> Store:
     return Store(engine)
 
 
+def bind_processor(column: Column, dialect: Dialect) -> Callable | None:
+    """What `Connection.execute` does to a column's value for this dialect's driver."""
+    return column.type.dialect_impl(dialect).bind_processor(dialect)
+
+
+class PredictionInsert:
+    """The predictions' INSERT, compiled once for the engine's dialect and run as one DBAPI
+    `executemany` per batch. Through `Connection.execute` SQLAlchemy processed every row's
+    parameters one by one, which cost the API's worker more CPU than the database's insert."""
+
+    COLUMNS = tuple(column.name for column in predictions.columns)
+
+    def __init__(self, engine: Engine) -> None:
+        compiled = insert(predictions).compile(dialect=engine.dialect)
+        self.sql = str(compiled)
+        # qmark drivers (SQLite) take tuples in the table's column order; named ones (psycopg)
+        # take dicts.
+        self.positional = compiled.positional
+        if self.positional and tuple(compiled.positiontup) != self.COLUMNS:
+            raise RuntimeError(f"unexpected order of the INSERT's parameters: {self.sql}")
+        # What each column's type does to a value for this driver (a UTC datetime to SQLite's
+        # text, a bool to its integer): the processing `execute` would do, looked up once.
+        self.processors = [
+            (index, processor)
+            for index, column in enumerate(predictions.columns)
+            if (processor := bind_processor(column, engine.dialect)) is not None
+        ]
+
+    @staticmethod
+    def values(record: PredictionRecord) -> tuple:
+        """A record as the table's columns take it, in their order (its arrays checked and
+        encoded)."""
+        return (
+            record.id,
+            record.created_at,
+            record.model_version,
+            record.source,
+            encode_pixels(record.pixels),
+            int(record.digit),
+            encode_probabilities(record.probabilities),
+            bool(record.uncertain),
+        )
+
+    def parameters(self, record: PredictionRecord) -> tuple | dict:
+        """A record as the driver takes it."""
+        values = list(self.values(record))
+        for index, process in self.processors:
+            values[index] = process(values[index])
+        return tuple(values) if self.positional else dict(zip(self.COLUMNS, values, strict=True))
+
+
 class Store:
     """Reads and writes the three tables; each method is one short transaction."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._insert = PredictionInsert(engine)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -270,10 +148,11 @@ class Store:
     # --- predictions -----------------------------------------------------------------------
 
     def add_predictions(self, records: Iterable[PredictionRecord]) -> int:
-        rows = [record.row() for record in records]
+        """Write a batch of predictions in one transaction; returns how many."""
+        rows = [self._insert.parameters(record) for record in records]
         if rows:
             with self.engine.begin() as connection:
-                connection.execute(insert(predictions), rows)
+                connection.exec_driver_sql(self._insert.sql, rows)
         return len(rows)
 
     def prune(self, max_rows: int, max_age: timedelta, now: datetime | None = None) -> int:
@@ -308,12 +187,8 @@ class Store:
             rows = connection.execute(query).all()[::-1]
         return PredictionWindow(
             ids=np.array([row.id for row in rows], dtype=str),
-            pixels=np.frombuffer(b"".join(row.pixels for row in rows), np.uint8).reshape(
-                -1, SIDE, SIDE
-            ),
-            probabilities=np.array([row.probabilities for row in rows], dtype=np.float32).reshape(
-                -1, NUM_CLASSES
-            ),
+            pixels=decode_pixels([row.pixels for row in rows]),
+            probabilities=decode_probabilities([row.probabilities for row in rows]),
             digits=np.array([row.digit for row in rows], dtype=np.int64),
             uncertain=np.array([row.uncertain for row in rows], dtype=bool),
             created_at=np.array(
@@ -377,7 +252,7 @@ class Store:
             conditions.append(feedback.c.prediction_id.in_(which.ids))
         return conditions
 
-    def list_feedback(self, which: FeedbackFilter = FeedbackFilter()) -> list[FeedbackRow]:
+    def list_feedback(self, which: FeedbackFilter = ALL_FEEDBACK) -> list[FeedbackRow]:
         """Feedback matching `which`, oldest first, with the prediction each one answers."""
         query = (
             select(
@@ -426,9 +301,7 @@ class Store:
             for row in connection.execute(query):
                 first.setdefault(row.input_hash, (row.label, row.pixels))
         return FeedbackSet(
-            pixels=np.frombuffer(b"".join(p for _, p in first.values()), np.uint8).reshape(
-                -1, SIDE, SIDE
-            ),
+            pixels=decode_pixels([pixels for _, pixels in first.values()]),
             labels=np.array(
                 [-1 if label == NOT_A_DIGIT else int(label) for label, _ in first.values()],
                 dtype=np.int64,

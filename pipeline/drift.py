@@ -17,8 +17,9 @@ import logging
 import sys
 
 from mnist_core.classifier import DigitClassifier
+from monitoring.records import PredictionWindow
 from monitoring.settings import MonitoringSettings
-from monitoring.store import PredictionWindow, Store, open_store
+from monitoring.store import Store, open_store
 from pipeline import drift_report
 from pipeline.cli import parse_stage_args
 from pipeline.data import load_split

@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy.engine import make_url
 
+from monitoring.records import FeedbackSet
 from monitoring.settings import MonitoringSettings
-from monitoring.store import FeedbackSet, open_store
+from monitoring.store import open_store
 from pipeline.cli import parse_stage_args
 from pipeline.data import NOT_A_DIGIT, FeedbackSplit
 from pipeline.io import atomic_file

@@ -13,7 +13,8 @@ import numpy as np
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, Response, UploadFile
 from fastapi.responses import JSONResponse
 
-from monitoring.store import PredictionRecord, Source
+from monitoring.records import PredictionRecord
+from monitoring.tables import Source
 from monitoring.writer import PredictionLog
 from serving.batching import MicroBatcher
 from serving.decode import UploadError

@@ -10,13 +10,8 @@ from datetime import timedelta
 from fastapi import APIRouter, HTTPException, Request
 from sqlalchemy.exc import SQLAlchemyError
 
-from monitoring.store import (
-    AlreadyAnswered,
-    Store,
-    StoredFeedback,
-    UnknownPrediction,
-    utc_now,
-)
+from monitoring.records import StoredFeedback, utc_now
+from monitoring.store import AlreadyAnswered, Store, UnknownPrediction
 from serving.api import Service, ServiceDep
 from serving.schemas import ErrorResponse, FeedbackReceipt, FeedbackRequest
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field
 
 from mnist_core.imaging import NUM_CLASSES
+from monitoring.records import new_prediction_id
 
 
 class Prediction(BaseModel):
@@ -24,8 +24,9 @@ class Prediction(BaseModel):
     )
     model_version: str = Field(description="registry version that made this prediction")
     prediction_id: str = Field(
-        default_factory=lambda: uuid.uuid4().hex,
-        description="this answer's id: send it to POST /feedback to say whether it was right",
+        default_factory=new_prediction_id,
+        description="this answer's id (a UUIDv7, time-ordered, 32 hex digits): send it to "
+        "POST /feedback to say whether it was right",
     )
 
 

@@ -332,7 +332,8 @@ def test_right_question_stores_the_users_answers(
 ) -> None:
     """After each answer the page asks "Right?": yes, the right digit, or not a digit. Each
     click is stored as pending feedback on that very prediction, and the user is thanked."""
-    from monitoring.store import FeedbackFilter, open_store
+    from monitoring.records import FeedbackFilter
+    from monitoring.store import open_store
 
     expect(page.locator("#feedback")).to_be_hidden()
     answers = []

@@ -12,7 +12,8 @@ import yaml
 from scipy import ndimage, stats
 
 from mnist_core.classifier import DigitClassifier
-from monitoring.store import PredictionRecord, Store, new_prediction_id, open_store
+from monitoring.records import PredictionRecord, new_prediction_id
+from monitoring.store import Store, open_store
 from pipeline import drift
 from pipeline.data import save_split
 from pipeline.drift_stats import (

@@ -17,8 +17,9 @@ from prometheus_client import CollectorRegistry
 
 from mnist_core.imaging import to_mnist
 from monitoring.metrics import MonitoringMetrics
+from monitoring.records import FeedbackFilter, PredictionRecord
 from monitoring.settings import MonitoringSettings
-from monitoring.store import FeedbackFilter, PredictionRecord, Store, open_store
+from monitoring.store import Store, open_store
 from monitoring.writer import PredictionLog
 from serving.app import create_app
 from serving.settings import ServingSettings

@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import re
+import time
+import uuid
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
+from sqlalchemy import insert
 
 from monitoring.metrics import StoreCollector
+from monitoring.records import FeedbackFilter, PredictionRecord, input_hash, new_prediction_id
 from monitoring.store import (
     AlreadyAnswered,
-    FeedbackFilter,
-    PredictionRecord,
+    PredictionInsert,
     Store,
     UnknownPrediction,
-    input_hash,
-    new_prediction_id,
     open_store,
 )
+from monitoring.tables import predictions
 
 
 @pytest.fixture
@@ -75,11 +79,33 @@ def test_predictions_come_back_as_arrays_oldest_first(store: Store) -> None:
     assert len(store.recent_predictions(10, model_version="9")) == 0
 
 
+def test_the_writers_batch_insert_stores_what_sqlalchemy_would(store: Store) -> None:
+    """`add_predictions` hands rows to the driver itself; they must read back as rows that
+    SQLAlchemy's own insert wrote, a time given in another zone included."""
+    berlin = timezone(timedelta(hours=1))
+    moment = datetime(2026, 3, 1, 12, 30, 15, 250_000, tzinfo=berlin)
+    fast, slow = record(digit=4, created_at=moment), record(digit=4, created_at=moment)
+    store.add_predictions([fast])
+    with store.engine.begin() as connection:
+        values = dict(zip(PredictionInsert.COLUMNS, PredictionInsert.values(slow), strict=True))
+        connection.execute(insert(predictions), [values])
+        raw = connection.exec_driver_sql("SELECT * FROM predictions ORDER BY id").all()
+    written_by_us, written_by_sqlalchemy = (tuple(row)[1:] for row in raw)  # all but the id
+    assert written_by_us == written_by_sqlalchemy
+    window = store.recent_predictions(2)
+    assert window.created_at.tolist() == [datetime(2026, 3, 1, 11, 30, 15, 250_000)] * 2
+    assert window.probabilities[0] == pytest.approx(np.asarray(fast.probabilities))
+    assert window.uncertain.tolist() == [False, False] and window.digits.tolist() == [4, 4]
+
+
 def test_only_28_by_28_grey_levels_are_accepted(store: Store) -> None:
     bad = PredictionRecord(new_prediction_id(), "3", "upload", np.zeros((280, 280), np.uint8),
                            7, [0.1] * 10, False)  # fmt: skip
     with pytest.raises(ValueError, match="28×28"):
         store.add_predictions([bad])
+    nine = replace(record(), probabilities=[0.1] * 9)
+    with pytest.raises(ValueError, match="10 probabilities"):
+        store.add_predictions([nine])
 
 
 def test_feedback_is_stored_once_and_pending(store: Store) -> None:
@@ -148,3 +174,17 @@ def test_latest_drift_and_the_scrape_time_gauges(store: Store) -> None:
     assert "mnist_drift_window_size 500.0" in text
     assert 'mnist_feedback_accuracy{model_version="4"} 0.5' in text
     assert 'mnist_feedback_answers{model_version="4"} 4.0' in text
+
+
+def test_prediction_ids_are_unique_uuid7s_in_time_order() -> None:
+    """Time-ordered ids keep the log's primary key appending at its end (see the function)."""
+    first = [new_prediction_id() for _ in range(5_000)]
+    time.sleep(0.002)
+    later = new_prediction_id()
+    assert len(set(first)) == len(first)
+    assert all(re.fullmatch(r"[0-9a-f]{32}", one) for one in first)
+    parsed = uuid.UUID(later)
+    assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
+    assert later > max(first)
+    milliseconds = int(later[:12], 16)
+    assert abs(milliseconds / 1000 - time.time()) < 5

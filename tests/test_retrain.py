@@ -13,16 +13,15 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
-from monitoring.store import (
-    NOT_A_DIGIT,
+from monitoring.records import (
     FeedbackFilter,
     FeedbackSet,
     PredictionRecord,
-    Store,
     input_hash,
     new_prediction_id,
-    open_store,
 )
+from monitoring.store import Store, open_store
+from monitoring.tables import NOT_A_DIGIT
 from pipeline import download, evaluate, feedback, non_digits, preprocess, register, train
 from pipeline.data import FeedbackSplit
 from pipeline.params import FeedbackParams, RegisterParams

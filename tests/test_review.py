@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from monitoring.records import FeedbackFilter
 from monitoring.review import main
-from monitoring.store import FeedbackFilter, Store, open_store
+from monitoring.store import Store, open_store
 from tests.test_monitoring_store import record
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
