@@ -38,7 +38,7 @@ class MonitoringSettings(BaseSettings):
     log_batch_size: int = Field(default=500, gt=0, validation_alias="MNIST_LOG_BATCH_SIZE")
     # How long the writer gathers predictions before it writes them in one transaction.
     log_flush_seconds: float = Field(
-        default=1.0, ge=0, le=60, validation_alias="MNIST_LOG_FLUSH_SECONDS"
+        default=1.0, gt=0, le=60, validation_alias="MNIST_LOG_FLUSH_SECONDS"
     )
     # Retention, pruned by the writer: rows beyond the newest `retention_rows`, and rows older
     # than `retention_days`, go, except those that received feedback.

@@ -15,8 +15,9 @@ import time
 from datetime import timedelta
 
 from monitoring.metrics import MonitoringMetrics
+from monitoring.records import PredictionRecord
 from monitoring.settings import MonitoringSettings
-from monitoring.store import PredictionRecord, Store, open_store
+from monitoring.store import Store, open_store
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class PredictionLog:
         self._store: Store | None = None
         self._failed_at = -float("inf")
         self._lock = threading.Lock()
+        self._wake = threading.Event()  # set: flush now
         self.problem: str | None = None
 
     def store(self) -> Store | None:
@@ -74,6 +76,7 @@ class PredictionLog:
         """Write what is queued, then stop the thread and close the store."""
         if self._thread is not None:
             self._queue.put(_STOP)
+            self._wake.set()
             self._thread.join(timeout)
             self._thread = None
         if self._store is not None:
@@ -81,32 +84,43 @@ class PredictionLog:
             self._store = None
 
     def wait_until_written(self, timeout: float = 10.0) -> None:
-        """Block until everything queued so far has been handled (tests, and shutdown)."""
+        """Write what is queued now, and block until it is handled (feedback on a prediction
+        still in the queue, tests)."""
+        self._wake.set()
         with self._queue.all_tasks_done:
             self._queue.all_tasks_done.wait_for(lambda: not self._queue.unfinished_tasks, timeout)
 
     def _run(self) -> None:
         last_prune = -float("inf")
-        while True:
-            batch = [self._queue.get()]
-            # Gather for a moment: one transaction per flush, not one per request, is what
-            # keeps the log's cost per prediction small.
-            flush_at = time.monotonic() + self.settings.log_flush_seconds
-            while len(batch) < self.settings.log_batch_size and batch[-1] is not _STOP:
-                try:
-                    batch.append(self._queue.get(timeout=max(0.0, flush_at - time.monotonic())))
-                except queue.Empty:
-                    break
-            stopping = any(item is _STOP for item in batch)
-            records = [item for item in batch if item is not _STOP]
-            self._write(records)
+        stopping = False
+        while not stopping:
+            # Sleep between flushes instead of waking at each queued prediction: a wake-up per
+            # request (a thread switch and a hand-over of the GIL) cost the worker more than
+            # writing its row, and one transaction per flush keeps the database's share small.
+            self._wake.wait(self.settings.log_flush_seconds)
+            self._wake.clear()
+            stopping = self._drain()
             if time.monotonic() - last_prune > PRUNE_EVERY_SECONDS:
                 last_prune = time.monotonic()
                 self._prune()
+
+    def _drain(self) -> bool:
+        """Write everything queued, `log_batch_size` rows a transaction; True at the stop mark."""
+        while True:
+            batch = []
+            while len(batch) < self.settings.log_batch_size:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            if not batch:
+                return False
+            stopping = any(item is _STOP for item in batch)
+            self._write([item for item in batch if item is not _STOP])
             for _ in batch:
                 self._queue.task_done()
             if stopping:
-                return
+                return True
 
     def _write(self, records: list[PredictionRecord]) -> None:
         if not records:
