@@ -79,13 +79,18 @@ class MonitoringMetrics:
             ["reason"],
             registry=registry,
         )
+        # Known label values start at 0, so that a rate or a share reads 0 rather than "no
+        # data" until the first event (Prometheus' advice on labels).
+        for reason in ("queue_full", "store_error"):
+            self.log_dropped.labels(reason)
 
     def observe(self, model_version: str, digit: int, confidence: float, uncertain: bool,
                 source: str) -> None:  # fmt: skip
         self.predictions.labels(model_version, str(digit), source).inc()
         self.confidence.labels(model_version).observe(confidence)
+        flagged = self.uncertain.labels(model_version)  # 0 until the first uncertain answer
         if uncertain:
-            self.uncertain.labels(model_version).inc()
+            flagged.inc()
 
 
 class StoreCollector(Collector):
