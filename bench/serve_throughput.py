@@ -2,14 +2,12 @@
 
     python -m bench.serve_throughput --python .venv-serve/bin/python   # 3 rounds, ~11 minutes
     python -m bench.serve_throughput --quick                           # a smoke run
-    python -m bench.serve_throughput --compare-logging                 # prediction log off/on
 
 Needs `wrk` (Debian's package) and a `production` version in the configured MLflow registry
 (`dvc repro` first). Both servers listen on 127.0.0.1 only and are stopped at the end. Ours gets
 multipart PNG uploads (a 28×28 digit, a 280×280 canvas drawing, a 1152×648 Paint picture), theirs
 the same 28×28 digit as a JSON tensor. Writes `bench/results/serve_throughput.json`, a markdown
-table (`.md`) and a plot (`.png`) beside it. `--compare-logging` measures instead our API with
-the prediction log off and on, side by side (`bench/results/logging_overhead.json` and `.md`).
+table (`.md`) and a plot (`.png`) beside it (the prediction log's cost: `bench.logging_overhead`).
 The machines are noisy: every number is the median
 of `--repeat` rounds, each round measuring both servers one after the other.
 """
@@ -17,12 +15,10 @@ of `--repeat` rounds, each round measuring both servers one after the other.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import json
 import platform
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,16 +26,11 @@ from pathlib import Path
 import numpy as np
 from mlflow.tracking import MlflowClient
 from PIL import Image, ImageDraw
-from prometheus_client import CollectorRegistry
 
 from bench.loadgen import free_port, multipart, running, wrk
 from bench.report import markdown_table, median_of_rounds, plot
 from mnist_core.classifier import DigitClassifier, default_threads
 from mnist_core.imaging import to_mnist
-from monitoring.metrics import MonitoringMetrics
-from monitoring.settings import MonitoringSettings
-from monitoring.store import PredictionRecord, new_prediction_id
-from monitoring.writer import PredictionLog
 from serving.decode import decode_image
 from serving.model_store import read_onnx_model
 from serving.settings import ServingSettings
@@ -146,87 +137,6 @@ def one_round(
     return results
 
 
-def logging_overhead(
-    args: argparse.Namespace, body: tuple[bytes, str], env: dict[str, str], seconds: float
-) -> dict:
-    """Req/s of one 28×28 PNG at c=32 with the prediction log off and on: two servers started
-    together and measured in turn, `--repeat` times, so that the machine's changing load falls
-    on both alike. The log writes to a fresh SQLite file."""
-    connections = 8 if args.quick else 32
-    per_round: dict[str, list[dict]] = {"off": [], "on": []}
-    with tempfile.TemporaryDirectory() as scratch, contextlib.ExitStack() as stack:
-        servers = {}
-        for state in per_round:
-            port = free_port()
-            command = [args.python, "-m", "serving", "--port", str(port)]
-            command += ["--workers", str(args.workers)]
-            server_env = {
-                **env,
-                "MNIST_PREDICTION_LOG": str(state == "on").lower(),
-                "MNIST_STORE_URL": f"sqlite:///{scratch}/predictions.db",
-            }
-            servers[state] = stack.enter_context(running(command, "/ready", port, server_env))
-            wrk(servers[state].url + "/predict", *body, connections=8, seconds=1)  # warm-up
-        for _ in range(args.repeat):
-            for state, server in servers.items():
-                cell = wrk(server.url + "/predict", *body, connections=connections, seconds=seconds)
-                per_round[state].append(cell)
-                print(json.dumps({"prediction_log": state, **cell}), flush=True)
-    return {
-        state: {
-            "median": {
-                key: float(np.median([cell[key] for cell in cells]))
-                for key in ("requests_per_s", "p50_ms", "p99_ms")
-            }
-            | {"connections": connections, "errors": sum(cell["errors"] for cell in cells)},
-            "per_round": cells,
-        }
-        for state, cells in per_round.items()
-    }
-
-
-def log_cpu_us_per_prediction(records: int = 5_000) -> float:
-    """CPU time this process spends per logged prediction, all threads: the record built and
-    queued as a request does it, and the writer's share of batching and writing it to SQLite.
-    Far less noisy than req/s on a shared machine. (`records` stays within the queue.)"""
-    metrics = MonitoringMetrics(CollectorRegistry())
-    probabilities = [0.001] * 9 + [0.991]
-    pixels = np.zeros((28, 28), np.uint8)
-    with tempfile.TemporaryDirectory() as scratch:
-        settings = MonitoringSettings(MNIST_STORE_URL=f"sqlite:///{scratch}/predictions.db")
-        log = PredictionLog(settings, metrics)
-        log.store()  # opened (tables made) before the clock starts, as the API's first write
-        log.start()
-        started = time.process_time()
-        for _ in range(records):
-            log.submit(PredictionRecord(new_prediction_id(), "1", "upload", pixels, 9,
-                                        probabilities, False))  # fmt: skip
-        log.wait_until_written(timeout=120)
-        spent = time.process_time() - started
-        log.stop()
-    assert metrics.log_written._value.get() == records, "some predictions were dropped"
-    return spent / records * 1e6
-
-
-def logging_table(results: dict) -> str:
-    """The off/on comparison as a markdown table (medians of the rounds)."""
-    off, on = results["off"]["median"], results["on"]["median"]
-    change = on["requests_per_s"] / off["requests_per_s"] - 1
-    rounds = ", ".join(
-        f"{a['requests_per_s']:.0f}/{b['requests_per_s']:.0f}"
-        for a, b in zip(results["off"]["per_round"], results["on"]["per_round"], strict=True)
-    )
-    return (
-        "| connections | log off: req/s | log on: req/s | change | p50 off / on (ms) "
-        "| p99 off / on (ms) | errors |\n|---|---|---|---|---|---|---|\n"
-        f"| {off['connections']} | {off['requests_per_s']:.0f} | {on['requests_per_s']:.0f} "
-        f"| {change:+.1%} | {off['p50_ms']:.1f} / {on['p50_ms']:.1f} "
-        f"| {off['p99_ms']:.1f} / {on['p99_ms']:.1f} | {off['errors'] + on['errors']} |\n\n"
-        f"Per round, off/on req/s: {rounds}. CPU time per logged prediction (all threads, "
-        f"in process): {results['log_cpu_us_per_prediction']:.0f} µs.\n"
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny and fast")
@@ -239,13 +149,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8, help="per measurement")
     parser.add_argument("--repeat", type=int, default=3, help="rounds; the tables show medians")
     parser.add_argument("--out", type=Path, default=Path("bench/results/serve_throughput.json"))
-    parser.add_argument(
-        "--compare-logging", action="store_true", help="our API with the prediction log off/on"
-    )
     args = parser.parse_args()
-    if args.compare_logging:
-        compare_logging(args)
-        return
     concurrency = [1, 8] if args.quick else [1, 8, 32, 64]
     seconds = 1 if args.quick else args.seconds
     if args.quick:
@@ -276,29 +180,6 @@ def main() -> None:
     table = markdown_table(results, args.workers)
     args.out.with_suffix(".md").write_text(table)
     plot(results, args.workers, args.out.with_suffix(".png"))
-    print(table)
-
-
-def compare_logging(args: argparse.Namespace) -> None:
-    """`--compare-logging`: measure, then write `logging_overhead.json` and `.md`."""
-    settings = ServingSettings()
-    env = {"MLFLOW_TRACKING_URI": settings.tracking_uri}
-    seconds = 1 if args.quick else args.seconds
-    results = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.processor() or platform.machine()}, {default_threads()} cores",
-        "model": settings.model_path.name if settings.model_path else settings.model_uri,
-        "workers": args.workers,
-        "seconds_per_cell": seconds,
-        "repeat": args.repeat,
-        **logging_overhead(args, payloads()["png28"], env, seconds),
-        "log_cpu_us_per_prediction": round(log_cpu_us_per_prediction(), 1),
-    }
-    out = args.out.with_name("logging_overhead.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    table = logging_table(results)
-    out.with_suffix(".md").write_text(table)
     print(table)
 
 

@@ -52,6 +52,25 @@ def test_serve_throughput_quick_run(trained_registry: dict[str, str], tmp_path: 
     assert out.with_suffix(".png").stat().st_size > 0
 
 
+def test_logging_overhead_quick_run(trained_registry: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "logging.json"
+    results = run_benchmark("bench.logging_overhead", ["--quick"], trained_registry, out)
+    rounds = results["rounds"]
+    assert all(
+        cell["requests"] > 0 and cell["errors"] == 0 and cell["cpu_us_per_request"] > 0
+        for state in ("off", "on")
+        for cell in rounds[state]
+    ), rounds
+    # The logging server logged every answer it gave, the other none: wrk counts only what it
+    # received, so each run may leave up to `connections` answers uncounted.
+    answered_on = results["warm_up_requests"]["on"] + sum(cell["requests"] for cell in rounds["on"])
+    uncounted = 8 * (1 + len(rounds["on"]))
+    assert answered_on <= results["rows_logged"] <= answered_on + uncounted, results
+    assert results["log_cpu_us_per_prediction"] > 0
+    assert len(results["ratio_on_off"]["requests_per_s"]["per_round"]) == 2
+    assert "| on |" in out.with_suffix(".md").read_text()
+
+
 def test_soak_while_the_alias_moves(registry_copy: dict[str, str], tmp_path: Path) -> None:
     """Load while the alias moves between two versions: no failed request."""
     uri = registry_copy["MLFLOW_TRACKING_URI"]

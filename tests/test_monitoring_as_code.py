@@ -154,11 +154,13 @@ def queried_names() -> dict[str, set[str]]:
     return where
 
 
-def send_feedback(client: httpx.Client, prediction_id: str, timeout: float = 30) -> None:
+def send_feedback(
+    client: httpx.Client, prediction_id: str, label: str = "7", timeout: float = 30
+) -> None:
     """Confirm an answer; the log writer runs off the request path, so the prediction may not
     be stored yet (404) for a moment."""
     deadline = time.monotonic() + timeout
-    body = {"prediction_id": prediction_id, "label": "7"}
+    body = {"prediction_id": prediction_id, "label": label}
     while (response := client.post("/feedback", json=body)).status_code == 404:
         assert time.monotonic() < deadline, f"prediction {prediction_id} was never logged"
         time.sleep(0.05)
@@ -208,8 +210,10 @@ def prometheus_scraping(target: str, scratch: Path) -> Iterator[str]:
 
 def traffic(client: httpx.Client, seconds: float) -> None:
     """What the panels need to have something to show, spread over `seconds`: uploads of the
-    seed digits, pictures sent as grey levels, a wrong file (415), feedback on some answers."""
-    pictures = [(SEED_IMAGES / f"num_{digit}.png").read_bytes() for digit in (1, 5, 7)]
+    seed digits, pictures sent as grey levels, a wrong file (415), and on some answers feedback
+    that gives the digit really drawn."""
+    digits = (1, 5, 7)
+    pictures = [(SEED_IMAGES / f"num_{digit}.png").read_bytes() for digit in digits]
     strokes = np.zeros((28, 28), np.uint8)
     strokes[4:24, 12:16] = 255  # a plain "1"
     deadline = time.monotonic() + seconds
@@ -219,7 +223,7 @@ def traffic(client: httpx.Client, seconds: float) -> None:
         answer = client.post("/predict", files={"file": ("digit.png", picture, "image/png")})
         assert answer.status_code == 200, answer.text
         if sent % 4 == 0:
-            send_feedback(client, answer.json()["prediction_id"])
+            send_feedback(client, answer.json()["prediction_id"], str(digits[sent % 3]))
         pixels = client.post("/predict/pixels", json={"pixels": strokes.tolist()})
         assert pixels.status_code == 200, pixels.text
         if sent % 5 == 0:
