@@ -1,22 +1,25 @@
 """Benchmark: what the prediction log costs the API, off and on side by side.
 
-    python -m bench.logging_overhead                   # 8 rounds of 8 s per server, ~3 minutes
-    python -m bench.logging_overhead --quick           # a smoke run
+    python -m bench.logging_overhead --repeat 30 --seconds 6              # in turn, ~8 minutes
+    python -m bench.logging_overhead --repeat 30 --seconds 6 --together   # at once, ~4 minutes
+    python -m bench.logging_overhead --quick                              # a smoke run
 
 Two servers (`python -m serving --workers 2`, the same model) start together, one with
-`MNIST_PREDICTION_LOG=false` and one logging every prediction to a fresh SQLite file. Each round
-drives `/predict` with a 28×28 PNG (the cheapest request, so the log's largest share) from `wrk`
-at c=32 on one server, then on the other, the order swapped every round, so that the machine's
-changing load falls on both alike. Three figures, from the noisiest to the firmest:
-- req/s: the medians, and the median of the rounds' on/off ratios;
+`MNIST_PREDICTION_LOG=false` and one logging every prediction to a SQLite file that already holds
+`--prefill` predictions (200,000: a log with a history). Each round drives `/predict` with a 28×28
+PNG (the cheapest request, so the log's largest share) from `wrk` at c=32 on both servers: one
+after the other, the order swapped every round, or with `--together` at the same moment, so that
+whatever else the machine does falls on both exactly alike. Three figures:
+- req/s: the medians, and the median of the rounds' on/off ratios (with a bootstrap interval);
 - CPU per request: the servers' own CPU time (every process of each, `psutil`) over a round,
-  divided by the requests answered in it; it does not depend on what else the machine runs;
+  divided by the requests answered in it (on/off ratios as above);
 - CPU per logged prediction, in process: the record built and queued as a request does it, and
-  the writer's share of batching and writing it.
+  the writer's share of batching and writing it into a log of `--prefill` rows.
+The run fails if the logging server did not log every answer it gave, or the other logged any.
 
 Needs `wrk` (Debian's package) and a `production` version in the configured MLflow registry (or
 `MNIST_MODEL_PATH`). Both servers listen on 127.0.0.1 only and are stopped at the end. Writes
-`bench/results/logging_overhead.json` and `.md`.
+`bench/results/logging_overhead.json` and `.md` (or `--out`).
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from monitoring.writer import PredictionLog
 from serving.settings import ServingSettings
 
 STATES = ("off", "on")
+WARM_UP_CONNECTIONS = 8
 
 
 def prefilled(store_url: str, rows: int) -> None:
@@ -88,6 +92,21 @@ def measured(server: Server, body: tuple[bytes, str], connections: int, seconds:
     return cell
 
 
+def warmed_up(server: Server, body: tuple[bytes, str], timeout: float = 60) -> dict[str, int]:
+    """Drive the server until a 2 s run gets no error (`/ready` answered by one worker says
+    nothing of the other, which loads its model in the background): the answers it gave, and
+    how many runs that took."""
+    answered, runs, deadline = 0, 0, time.monotonic() + timeout
+    while True:
+        cell = wrk(server.url + "/predict", *body, connections=WARM_UP_CONNECTIONS, seconds=2)
+        answered += cell["requests"] - cell["errors"]  # a 503 while loading is not logged
+        runs += 1
+        if cell["errors"] == 0:
+            return {"answered": answered, "runs": runs}
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{server.url} still answers with errors after {timeout:.0f} s")
+
+
 def one_round(
     args: argparse.Namespace, servers: dict[str, Server], body: tuple[bytes, str], index: int
 ) -> dict[str, dict]:
@@ -108,12 +127,12 @@ def one_round(
 
 def paired_rounds(
     args: argparse.Namespace, body: tuple[bytes, str], env: dict[str, str]
-) -> tuple[dict[str, list[dict]], dict[str, int], int]:
-    """`--repeat` rounds of both servers, one after the other, the order swapped each round;
-    the requests each warm-up answered; and the rows written to the log (counted once both
-    servers have stopped and written what they had queued)."""
+) -> tuple[dict[str, list[dict]], dict[str, dict[str, int]], int]:
+    """`--repeat` rounds of both servers (`one_round`); the requests each warm-up answered; and
+    the rows written to the log (counted once both servers have stopped and written what they
+    had queued)."""
     rounds: dict[str, list[dict]] = {state: [] for state in STATES}
-    warm_ups: dict[str, int] = {}
+    warm_ups: dict[str, dict[str, int]] = {}
     with tempfile.TemporaryDirectory() as scratch:
         store_url = f"sqlite:///{scratch}/predictions.db"
         prefilled(store_url, args.prefill)
@@ -129,8 +148,7 @@ def paired_rounds(
                     "MNIST_STORE_URL": store_url,
                 }
                 servers[state] = stack.enter_context(running(command, "/ready", port, server_env))
-                warm_up = wrk(servers[state].url + "/predict", *body, connections=8, seconds=2)
-                warm_ups[state] = warm_up["requests"]
+                warm_ups[state] = warmed_up(servers[state], body)
             for index in range(args.repeat):
                 for state, cell in one_round(args, servers, body, index).items():
                     rounds[state].append(cell)
@@ -139,6 +157,17 @@ def paired_rounds(
         logged = store.count_predictions() - args.prefill
         store.close()
     return rounds, warm_ups, logged
+
+
+def check_logged(rounds: dict[str, list[dict]], warm_ups: dict[str, dict[str, int]], logged: int,
+                 connections: int) -> None:  # fmt: skip
+    """Every answer of the logging server is in the log, and none of the other's. `wrk` counts
+    only the answers it received before its time ran out, so each run may leave up to its
+    connections' worth of answers uncounted."""
+    answered = warm_ups["on"]["answered"] + sum(cell["requests"] for cell in rounds["on"])
+    uncounted = WARM_UP_CONNECTIONS * warm_ups["on"]["runs"] + connections * len(rounds["on"])
+    if not answered <= logged <= answered + uncounted:
+        raise RuntimeError(f"{logged} rows logged for {answered} answers: the measurement is void")
 
 
 def bootstrap_ci(values: list[float], resamples: int = 10_000) -> list[float]:
@@ -244,6 +273,7 @@ def main() -> None:
     settings = ServingSettings()
     env = {"MLFLOW_TRACKING_URI": settings.tracking_uri}
     rounds, warm_ups, logged = paired_rounds(args, payloads()["png28"], env)
+    check_logged(rounds, warm_ups, logged, args.connections)
     results = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{cpu_model()}, {os.cpu_count()} cores",

@@ -19,11 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx2 as httpx
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 DASHBOARD = Path(__file__).parent / "grafana" / "dashboards" / "mnist-mlops.json"
 GRID_COLUMNS = 24  # Grafana's grid: 24 columns, rows of about 30 px
@@ -133,7 +130,7 @@ def render(panels: list[PanelData], rows: list[dict], title: str, start: float, 
     dashboard's row titles, as one PNG."""
     units = max(panel.grid["y"] + panel.grid["h"] for panel in panels)
     unit_inches = 0.36
-    figure = plt.figure(figsize=(20, (units + 2) * unit_inches))
+    figure = Figure(figsize=(20, (units + 2) * unit_inches))  # no pyplot: no global backend
     height = units + 2  # a grid unit above for the title, one below for the last axis labels
 
     def box(x: float, y: float, w: float, h: float) -> list[float]:
@@ -155,7 +152,6 @@ def render(panels: list[PanelData], rows: list[dict], title: str, start: float, 
     figure.suptitle(f"{title}: the dashboard's queries, drawn from Prometheus", fontsize=13)
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=80)
-    plt.close(figure)
 
 
 def main() -> None:

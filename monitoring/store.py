@@ -22,10 +22,12 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    inspect,
     select,
     update,
 )
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.types import TypeDecorator
 
 from monitoring.records import (
     ALL_FEEDBACK,
@@ -62,6 +64,26 @@ class AlreadyAnswered(Exception):
     pass
 
 
+class OutdatedStore(RuntimeError):
+    """The tables exist but are not the ones this version writes (`create_all` alters none)."""
+
+
+def check_tables(engine: Engine) -> None:
+    """Refuse tables whose columns differ from `monitoring.tables` (made by an older version),
+    saying what to do, rather than writing rows they cannot hold."""
+    found = inspect(engine)
+    for table in metadata.sorted_tables:
+        columns = {column["name"]: column["type"] for column in found.get_columns(table.name)}
+        for column in table.columns:
+            expected = column.type.impl if isinstance(column.type, TypeDecorator) else column.type
+            if not isinstance(columns.get(column.name), type(expected)):
+                raise OutdatedStore(
+                    f"the prediction store's column {table.name}.{column.name} is "
+                    f"{columns.get(column.name, 'missing')}, not {expected}: it was made by an "
+                    "older version. Move it aside (or drop its tables) and the API makes new ones."
+                )
+
+
 def _set_sqlite_pragmas(connection: object, _: object) -> None:
     cursor = connection.cursor()  # type: ignore[attr-defined]
     # WAL: the API's writer and readers (feedback, the review CLI, drift) do not block each
@@ -81,6 +103,7 @@ def open_store(url: str) -> Store:
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _set_sqlite_pragmas)
     metadata.create_all(engine)
+    check_tables(engine)
     return Store(engine)
 
 

@@ -64,7 +64,7 @@ metadata = MetaData()
 predictions = Table(
     "predictions",
     metadata,
-    Column("id", String(32), primary_key=True),  # uuid4 hex
+    Column("id", String(32), primary_key=True),  # a UUIDv7 in hex: `new_prediction_id`
     Column("created_at", UtcDateTime, nullable=False, index=True),
     # Not indexed: the queries by version read the newest rows through `created_at`'s index,
     # and each index costs every logged prediction an update.

@@ -23,7 +23,6 @@ log = logging.getLogger(__name__)
 
 PRUNE_EVERY_SECONDS = 60.0
 REOPEN_AFTER_SECONDS = 5.0
-_STOP = object()
 
 
 class PredictionLog:
@@ -39,6 +38,7 @@ class PredictionLog:
         self._failed_at = -float("inf")
         self._lock = threading.Lock()
         self._wake = threading.Event()  # set: flush now
+        self._stopping = threading.Event()  # set: flush once more, then end
         self.problem: str | None = None
 
     def store(self) -> Store | None:
@@ -69,13 +69,15 @@ class PredictionLog:
 
     def start(self) -> None:
         if self.enabled and self._thread is None:
+            self._stopping.clear()
             self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
             self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Write what is queued, then stop the thread and close the store."""
+        """Write what is queued, then stop the thread (waiting at most `timeout` seconds for
+        it: a store that hangs does not hold up shutdown) and close the store."""
         if self._thread is not None:
-            self._queue.put(_STOP)
+            self._stopping.set()
             self._wake.set()
             self._thread.join(timeout)
             self._thread = None
@@ -92,20 +94,20 @@ class PredictionLog:
 
     def _run(self) -> None:
         last_prune = -float("inf")
-        stopping = False
-        while not stopping:
+        while not self._stopping.is_set():
             # Sleep between flushes instead of waking at each queued prediction: a wake-up per
             # request (a thread switch and a hand-over of the GIL) cost the worker more than
             # writing its row, and one transaction per flush keeps the database's share small.
             self._wake.wait(self.settings.log_flush_seconds)
             self._wake.clear()
-            stopping = self._drain()
+            self._drain()
             if time.monotonic() - last_prune > PRUNE_EVERY_SECONDS:
                 last_prune = time.monotonic()
                 self._prune()
+        self._drain()  # what was queued while the last flush ran
 
-    def _drain(self) -> bool:
-        """Write everything queued, `log_batch_size` rows a transaction; True at the stop mark."""
+    def _drain(self) -> None:
+        """Write everything queued, `log_batch_size` rows a transaction."""
         while True:
             batch = []
             while len(batch) < self.settings.log_batch_size:
@@ -114,13 +116,10 @@ class PredictionLog:
                 except queue.Empty:
                     break
             if not batch:
-                return False
-            stopping = any(item is _STOP for item in batch)
-            self._write([item for item in batch if item is not _STOP])
+                return
+            self._write(batch)
             for _ in batch:
                 self._queue.task_done()
-            if stopping:
-                return True
 
     def _write(self, records: list[PredictionRecord]) -> None:
         if not records:

@@ -61,11 +61,9 @@ def test_logging_overhead_quick_run(trained_registry: dict[str, str], tmp_path: 
         for state in ("off", "on")
         for cell in rounds[state]
     ), rounds
-    # The logging server logged every answer it gave, the other none: wrk counts only what it
-    # received, so each run may leave up to `connections` answers uncounted.
-    answered_on = results["warm_up_requests"]["on"] + sum(cell["requests"] for cell in rounds["on"])
-    uncounted = 8 * (1 + len(rounds["on"]))
-    assert answered_on <= results["rows_logged"] <= answered_on + uncounted, results
+    # The benchmark checks itself that the logging server logged every answer and the other
+    # none (it fails otherwise); the log held `--prefill` rows before.
+    assert results["rows_logged"] >= sum(cell["requests"] for cell in rounds["on"]) > 0
     assert results["log_cpu_us_per_prediction"] > 0
     assert len(results["ratio_on_off"]["requests_per_s"]["per_round"]) == 2
     assert "| on |" in out.with_suffix(".md").read_text()
