@@ -37,12 +37,17 @@ class Server:
     url: str
     seconds_to_ready: float
 
+    def process_tree(self) -> list[psutil.Process]:
+        """The server's process and every process it started (workers, their helpers)."""
+        parent = psutil.Process(self.process.pid)
+        return [parent, *parent.children(recursive=True)]
+
     def worker_rss_mib(self) -> list[float]:
         """Resident memory of each process serving requests (the workers, else the process)."""
-        parent = psutil.Process(self.process.pid)
+        parent, *descendants = self.process_tree()
         children = [
             child
-            for child in parent.children(recursive=True)
+            for child in descendants
             if "python" in child.name().lower()
             and "resource_tracker" not in " ".join(child.cmdline())
         ]

@@ -75,9 +75,8 @@ def prefilled(store_url: str, rows: int) -> None:
 
 def cpu_seconds(server: Server) -> float:
     """User + system CPU seconds spent so far by a server's processes (workers included)."""
-    parent = psutil.Process(server.process.pid)
     total = 0.0
-    for process in [parent, *parent.children(recursive=True)]:
+    for process in server.process_tree():
         with contextlib.suppress(psutil.NoSuchProcess):
             times = process.cpu_times()
             total += times.user + times.system

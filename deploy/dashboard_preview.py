@@ -125,9 +125,10 @@ def draw_panel(axes: Axes, panel: PanelData, start: float) -> None:
             axes.set_axis_off()
 
 
-def render(panels: list[PanelData], rows: list[dict], title: str, start: float, out: Path) -> None:
+def render(dashboard: dict, panels: list[PanelData], start: float, out: Path) -> None:
     """The panels on the dashboard's grid (24 columns; a grid unit about 30 px high), with the
-    dashboard's row titles, as one PNG."""
+    dashboard's title and row titles, as one PNG."""
+    rows = [panel for panel in dashboard["panels"] if panel["type"] == "row"]
     units = max(panel.grid["y"] + panel.grid["h"] for panel in panels)
     unit_inches = 0.36
     figure = Figure(figsize=(20, (units + 2) * unit_inches))  # no pyplot: no global backend
@@ -149,7 +150,9 @@ def render(panels: list[PanelData], rows: list[dict], title: str, start: float, 
     for row in rows:
         figure.text(0.005, 1 - (row["gridPos"]["y"] + 1.6) / height, row["title"], fontsize=12,
                     weight="bold")  # fmt: skip
-    figure.suptitle(f"{title}: the dashboard's queries, drawn from Prometheus", fontsize=13)
+    figure.suptitle(
+        f"{dashboard['title']}: the dashboard's queries, drawn from Prometheus", fontsize=13
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=80)
 
@@ -167,8 +170,7 @@ def main() -> None:
     start = end - args.minutes * 60
     step = max(1.0, args.minutes * 60 / 300)
     panels = collect(args.prometheus, dashboard, start, end, step, args.rate_interval)
-    rows = [panel for panel in dashboard["panels"] if panel["type"] == "row"]
-    render(panels, rows, dashboard["title"], start, args.out)
+    render(dashboard, panels, start, args.out)
     for panel in panels:
         for expr in panel.empty_queries:
             print(f"no data: {panel.title}: {expr}")
