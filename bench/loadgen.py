@@ -55,17 +55,27 @@ class Server:
         return [round(p.memory_info().rss / 2**20, 1) for p in serving]
 
 
+# New connections in a row that must be answered 2xx: with several workers, one worker's 200
+# says nothing of another still loading its model in the background.
+READY_IN_A_ROW = 12
+
+
 def wait_until_ready(
     url: str, process: subprocess.Popen, timeout: float, log: Path | None = None
 ) -> None:
-    """Poll `url` until it answers 2xx; fail with the server's output (its `log` file, or its
-    piped stderr) if the process dies or `timeout` seconds pass first."""
+    """Poll `url` until it answers 2xx on `READY_IN_A_ROW` new connections in a row; fail with
+    the server's output (its `log` file, or its piped stderr) if the process dies or `timeout`
+    seconds pass first."""
     deadline = time.monotonic() + timeout
+    answered = 0
     while True:
         try:
             with urllib.request.urlopen(url, timeout=2):
-                return
+                answered += 1
+                if answered >= READY_IN_A_ROW:
+                    return
         except OSError:  # refused, reset, timed out, or an HTTP error status
+            answered = 0
             if process.poll() is not None or time.monotonic() > deadline:
                 if log is not None:
                     output = log.read_text()
