@@ -43,7 +43,7 @@ from prometheus_client import CollectorRegistry
 from bench.loadgen import Server, free_port, running, wrk
 from bench.machine import cpu_model
 from bench.serve_throughput import payloads
-from monitoring.metrics import MonitoringMetrics
+from monitoring.model_metrics import MonitoringMetrics
 from monitoring.records import PredictionRecord, new_prediction_id
 from monitoring.settings import MonitoringSettings
 from monitoring.store import open_store

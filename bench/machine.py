@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.model import cpu_flags, native_bf16
+from pipeline.training.model import cpu_flags, native_bf16
 
 
 def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:

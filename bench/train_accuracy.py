@@ -24,15 +24,15 @@ import torch
 
 from bench.machine import machine
 from mnist_core.classifier import DigitClassifier
-from pipeline import calibration
-from pipeline.data import SPLITS, NonDigitSet, load_split
-from pipeline.distributed import Cluster, join, launch, leave, under_torchrun
-from pipeline.evaluate import non_digit_metrics, real_picture_metrics
-from pipeline.export import export_onnx
-from pipeline.model import predict_logits
+from pipeline.data.datasets import SPLITS, NonDigitSet, load_split
+from pipeline.evaluation.scoring import non_digit_metrics, real_picture_metrics
 from pipeline.params import DEFAULT_PARAMS_FILE, Params, TrainParams, load_params
-from pipeline.train import calibrate
-from pipeline.training import fit, load_outliers, use_bf16
+from pipeline.training import calibration
+from pipeline.training.distributed import Cluster, join, launch, leave, under_torchrun
+from pipeline.training.export import export_onnx
+from pipeline.training.job import calibrate
+from pipeline.training.loop import fit, load_outliers, use_bf16
+from pipeline.training.model import predict_logits
 
 # The generated pictures a choice may look at; the evaluate stage's own seed (0) is held out.
 VALIDATION_PICTURES_SEED = 1

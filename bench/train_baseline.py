@@ -31,10 +31,10 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from bench.machine import machine
-from pipeline.data import load_split
-from pipeline.imaging import to_model_input
+from pipeline.data.datasets import load_split
 from pipeline.params import DEFAULT_PARAMS_FILE, load_params
-from pipeline.training import evaluate_logits
+from pipeline.training.loop import evaluate_logits
+from pipeline.training.tensors import to_model_input
 
 RESULTS = Path("bench/results")
 

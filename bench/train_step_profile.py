@@ -25,18 +25,18 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from bench.machine import machine
-from pipeline.augment import augment
-from pipeline.data import load_split
-from pipeline.distributed import pick_device
-from pipeline.imaging import normalize, to_unit
+from pipeline.data.datasets import load_split
 from pipeline.params import DEFAULT_PARAMS_FILE, load_params
-from pipeline.training import (
+from pipeline.training.augment import augment
+from pipeline.training.distributed import pick_device
+from pipeline.training.loop import (
     build_model,
     load_outliers,
     outlier_exposure_loss,
     use_bf16,
     with_outliers,
 )
+from pipeline.training.tensors import normalize, to_unit
 
 PARTS = ("augment", "forward", "backward", "optimizer", "moving average")
 

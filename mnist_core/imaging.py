@@ -17,7 +17,6 @@ from PIL import ExifTags, Image, ImageOps
 
 IMAGE_SIZE = 28
 DIGIT_BOX = 20
-NUM_CLASSES = 10
 # Mean and standard deviation of the MNIST training pixels scaled to [0, 1].
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081

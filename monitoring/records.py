@@ -18,10 +18,13 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def input_hash(pixels: np.ndarray) -> str:
-    """The identity of a 28×28 input: equal grey levels, equal hash (de-duplication, and the
-    side of the train/held-out split it lands on)."""
-    return hashlib.sha256(np.ascontiguousarray(pixels, dtype=np.uint8).tobytes()).hexdigest()
+def input_hash(pixels: np.ndarray | bytes) -> str:
+    """The identity of a 28×28 input (its grey levels, or those as the store keeps them: 784
+    bytes): equal grey levels, equal hash (de-duplication, and the side of the train/held-out
+    split it lands on)."""
+    if not isinstance(pixels, bytes):
+        pixels = np.ascontiguousarray(pixels, dtype=np.uint8).tobytes()
+    return hashlib.sha256(pixels).hexdigest()
 
 
 def new_prediction_id() -> str:

@@ -17,10 +17,11 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from mnist_core.labels import LABELS
 from monitoring.records import FeedbackFilter, FeedbackRow
 from monitoring.settings import MonitoringSettings
 from monitoring.store import Store, open_store
-from monitoring.tables import LABELS, STATUSES
+from monitoring.tables import STATUSES
 
 
 def _moment(text: str) -> datetime:

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
@@ -29,6 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.types import TypeDecorator
 
+from mnist_core.labels import LABELS, label_code
 from monitoring.records import (
     ALL_FEEDBACK,
     DriftCheck,
@@ -38,11 +38,10 @@ from monitoring.records import (
     PredictionRecord,
     PredictionWindow,
     StoredFeedback,
+    input_hash,
     utc_now,
 )
 from monitoring.tables import (
-    LABELS,
-    NOT_A_DIGIT,
     STATUSES,
     Status,
     decode_pixels,
@@ -244,7 +243,7 @@ class Store:
                             status="pending",
                             created_at=utc_now(),
                             client_hash=client_hash,
-                            input_hash=hashlib.sha256(row.pixels).hexdigest(),
+                            input_hash=input_hash(row.pixels),
                         )
                     )
             except IntegrityError:
@@ -326,7 +325,7 @@ class Store:
         return FeedbackSet(
             pixels=decode_pixels([pixels for _, pixels in first.values()]),
             labels=np.array(
-                [-1 if label == NOT_A_DIGIT else int(label) for label, _ in first.values()],
+                [label_code(label) for label, _ in first.values()],
                 dtype=np.int64,
             ),
             input_hash=np.array(list(first), dtype=str),

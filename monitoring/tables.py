@@ -26,13 +26,11 @@ from sqlalchemy import (
     TypeDecorator,
 )
 
-from mnist_core.imaging import NUM_CLASSES
+from mnist_core.labels import NUM_CLASSES
 
 SIDE = 28
 Source = Literal["canvas", "upload", "pixels", "batch"]
 Status = Literal["pending", "accepted", "rejected"]
-NOT_A_DIGIT = "not_a_digit"
-LABELS = (*(str(digit) for digit in range(NUM_CLASSES)), NOT_A_DIGIT)
 SOURCES: tuple[str, ...] = get_args(Source)
 STATUSES: tuple[str, ...] = get_args(Status)
 # A prediction's class probabilities are stored as little-endian float32, like its grey levels

@@ -14,7 +14,7 @@ import threading
 import time
 from datetime import timedelta
 
-from monitoring.metrics import MonitoringMetrics
+from monitoring.model_metrics import MonitoringMetrics
 from monitoring.records import PredictionRecord
 from monitoring.settings import MonitoringSettings
 from monitoring.store import Store, open_store

@@ -50,7 +50,7 @@ class NonDigitParams(_Section):
 
 
 class FeedbackParams(_Section):
-    """The export of accepted user feedback (`pipeline.feedback`)."""
+    """The export of accepted user feedback (`pipeline.data.feedback_sets`)."""
 
     out_dir: Path  # train.npz and held_out.npz
     metrics: Path  # how many digits and non-digits on each side
@@ -97,11 +97,11 @@ class TrainParams(_Section):
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     # Outlier Exposure: each step also trains on `outlier_ratio` × batch_size generated
     # non-digits, pulled towards the uniform distribution with this weight; 0 turns it off.
-    non_digits: Path  # the training families' pictures (`pipeline.non_digits`)
+    non_digits: Path  # the training families' pictures (`pipeline.datagen.non_digit_families`)
     outlier_weight: float = Field(default=0.0, ge=0)
     outlier_ratio: float = Field(default=0.0, ge=0)
-    # User feedback (`pipeline.feedback`): its digits join the training split, each repeated
-    # `feedback_weight` times (0: left out); its non-digits join the Outlier Exposure set.
+    # User feedback (`pipeline.data.feedback_sets`): its digits join the training split, each
+    # repeated `feedback_weight` times (0: left out); its non-digits join the Outlier Exposure set.
     feedback: Path | None = None
     feedback_weight: int = Field(default=1, ge=0)
     # Continue an interrupted run of the same configuration from its last epoch.
@@ -123,10 +123,11 @@ class EvaluateParams(_Section):
     figures_dir: Path
     history: Path
     batch_size: int = Field(gt=0)
-    # Seed of the generated real-looking digits (`pipeline.pictures`).
+    # Seed of the generated real-looking digits (`pipeline.datagen.digit_pictures`).
     pictures_seed: int = 0
-    non_digits: Path  # the test rendition of every non-digit family (`pipeline.non_digits`)
-    feedback: Path | None = None  # the held-out user feedback (`pipeline.feedback`)
+    # The test rendition of every non-digit family (`pipeline.datagen.non_digit_families`).
+    non_digits: Path
+    feedback: Path | None = None  # the held-out user feedback (`pipeline.data.feedback_sets`)
 
 
 class RegisterParams(_Section):
@@ -152,7 +153,7 @@ class RegisterParams(_Section):
 
 
 class DriftParams(_Section):
-    """The drift check (`python -m pipeline.drift`), run on demand: see `pipeline.drift`."""
+    """The drift check (`python -m pipeline.stages.drift`), run on demand: see `pipeline.drift`."""
 
     data_dir: Path  # the validation split is the default reference; the test split, unshifted
     onnx_path: Path  # scores the validation split as the API would (the served version's file)

@@ -19,12 +19,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from starlette.formparsers import MultiPartParser
 from swagger_ui_bundle import swagger_ui_path
 
-from monitoring.metrics import StoreCollector
+from monitoring.model_metrics import StoreCollector
 from monitoring.writer import PredictionLog
 from serving.api import Service, router
 from serving.batching import MicroBatcher
 from serving.decode import UploadError
-from serving.feedback import router as feedback_router
+from serving.feedback_api import router as feedback_router
 from serving.limits import BodySizeLimit
 from serving.metrics import RequestMetrics, ServiceMetrics, scrape
 from serving.model_store import ModelStore

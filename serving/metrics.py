@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from monitoring.metrics import MonitoringMetrics
+from monitoring.model_metrics import MonitoringMetrics
 
 
 @dataclass

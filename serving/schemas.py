@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field
 
-from mnist_core.imaging import NUM_CLASSES
+from mnist_core.labels import LABELS, NUM_CLASSES
 from monitoring.records import new_prediction_id
 
 
@@ -98,7 +98,7 @@ class ErrorResponse(BaseModel):
     detail: str = Field(description="what went wrong and what to do, in a sentence")
 
 
-FeedbackLabel = Literal["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "not_a_digit"]
+FeedbackLabel = Literal[LABELS]  # "0".."9" or "not_a_digit" (mnist_core.labels)
 
 
 def _digit_as_text(value: object) -> object:

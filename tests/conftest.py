@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from mlflow.tracking import MlflowClient
 
 from bench.loadgen import free_port, wait_until_ready
-from pipeline import download, evaluate, non_digits, preprocess, register, train
+from pipeline.stages import download, evaluate, non_digits, preprocess, register, train
 from tests.synthetic import write_mnist_dir
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

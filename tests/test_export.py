@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from mnist_core.classifier import DigitClassifier, ModelMetadata
-from pipeline.export import export_onnx
-from pipeline.model import DigitCNN, predict_logits, predict_proba
+from pipeline.training.export import export_onnx
+from pipeline.training.model import DigitCNN, predict_logits, predict_proba
 from tests.synthetic import render_digits
 
 

@@ -22,7 +22,7 @@ import uvicorn
 from mlflow.tracking import MlflowClient
 
 from bench.loadgen import free_port, wait_until_ready
-from pipeline.registry import promote
+from pipeline.registry.aliases import promote
 from serving.app import create_app
 from serving.settings import ServingSettings
 from tests.conftest import SEED_IMAGES, ready_client

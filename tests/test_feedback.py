@@ -16,7 +16,7 @@ from PIL import Image, PngImagePlugin
 from prometheus_client import CollectorRegistry
 
 from mnist_core.imaging import to_mnist
-from monitoring.metrics import MonitoringMetrics
+from monitoring.model_metrics import MonitoringMetrics
 from monitoring.records import FeedbackFilter, PredictionRecord
 from monitoring.settings import MonitoringSettings
 from monitoring.store import Store, open_store

@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from mnist_core.imaging import MNIST_MEAN, MNIST_STD, EmptyImageError, to_mnist
-from pipeline.imaging import to_model_input
+from pipeline.training.tensors import to_model_input
 
 SEED_IMAGES = sorted((Path(__file__).parent / "data").glob("num_*.png"))
 

@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.augment import augment, random_affine_matrices, vary_stroke_width
-from pipeline.model import (
+from pipeline.params import AugmentParams, load_params
+from pipeline.training.augment import augment, random_affine_matrices, vary_stroke_width
+from pipeline.training.loop import evaluate_logits, fit, use_bf16
+from pipeline.training.model import (
     DigitCNN,
     cpu_flags,
     load_checkpoint,
@@ -17,8 +19,6 @@ from pipeline.model import (
     predict_proba,
     save_checkpoint,
 )
-from pipeline.params import AugmentParams, load_params
-from pipeline.training import evaluate_logits, fit, use_bf16
 from tests.conftest import PROJECT_ROOT
 from tests.synthetic import render_digits
 
@@ -146,7 +146,7 @@ def test_bf16_only_where_the_cpu_has_it_natively(tmp_path: Path) -> None:
 def test_precision_param_forces_or_follows_the_hardware(
     precision: str, native: bool, expected: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("pipeline.training.native_bf16", lambda device: native)
+    monkeypatch.setattr("pipeline.training.loop.native_bf16", lambda device: native)
     params = load_params(PROJECT_ROOT / "params.yaml", [f"train.precision={precision}"]).train
     assert use_bf16(params, torch.device("cpu")) is expected
 

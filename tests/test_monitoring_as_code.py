@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.loadgen import free_port, running
 from deploy.dashboard_preview import collect, render
 from monitoring.store import open_store
-from pipeline.drift_stats import SCORE_NAMES
+from pipeline.drift.statistics import SCORE_NAMES
 from tests.conftest import PROJECT_ROOT, SEED_IMAGES
 
 DEPLOY = PROJECT_ROOT / "deploy"

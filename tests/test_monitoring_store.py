@@ -14,7 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy import insert
 
-from monitoring.metrics import StoreCollector
+from monitoring.model_metrics import StoreCollector
 from monitoring.records import FeedbackFilter, PredictionRecord, input_hash, new_prediction_id
 from monitoring.store import (
     AlreadyAnswered,

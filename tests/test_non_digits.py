@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from mnist_core.imaging import IMAGE_SIZE
-from pipeline.data import NonDigitSet
-from pipeline.distributed import pick_device
-from pipeline.non_digits import FAMILIES, GLYPHS, generate
-from pipeline.rejection import rejection_metrics
-from pipeline.training import outlier_exposure_loss
+from pipeline.data.datasets import NonDigitSet
+from pipeline.datagen.non_digit_families import FAMILIES, GLYPHS, generate
+from pipeline.evaluation.rejection import rejection_metrics
+from pipeline.training.distributed import pick_device
+from pipeline.training.loop import outlier_exposure_loss
 
 DIGITS = np.random.default_rng(0).integers(0, 256, (20, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
 

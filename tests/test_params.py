@@ -8,8 +8,8 @@ import pytest
 from mlflow.projects._project_spec import load_project
 from pydantic import ValidationError
 
-from pipeline import mlproject
 from pipeline.params import load_params
+from pipeline.registry import mlproject
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
@@ -53,7 +53,7 @@ def test_mlproject_is_written_from_params_yaml(tmp_path: Path, monkeypatch) -> N
     """MLproject's parameters are params.yaml's, typed as MLflow reads them; a stale one fails."""
     assert (PARAMS.parent / "MLproject").read_text() == mlproject.render(
         PARAMS.parent / "params.yaml"
-    ), "MLproject is stale: run `python -m pipeline.mlproject`"
+    ), "MLproject is stale: run `python -m pipeline.registry.mlproject`"
     project = load_project(str(PARAMS.parent))
     params = load_params(PARAMS.parent / "params.yaml")
     for stage, section in (("train", params.train), ("evaluate", params.evaluate)):

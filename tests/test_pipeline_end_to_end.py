@@ -14,11 +14,11 @@ from mlflow.tracking import MlflowClient
 
 from mnist_core.classifier import DigitClassifier
 from mnist_core.settings import MlflowSettings
-from pipeline import evaluate, register
+from pipeline.datagen.non_digit_families import FAMILIES
 from pipeline.io import sha256_of
-from pipeline.non_digits import FAMILIES
-from pipeline.registry import main as registry_cli
-from pipeline.registry import promote, rollback
+from pipeline.registry.aliases import promote, rollback
+from pipeline.registry.commands import main as registry_cli
+from pipeline.stages import evaluate, register
 from serving.model_store import read_onnx_model
 from tests.conftest import run_pipeline
 

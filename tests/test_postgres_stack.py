@@ -22,7 +22,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from bench.loadgen import Server, free_port, multipart, running
-from pipeline import registry
+from pipeline.registry import aliases as registry
 from tests.conftest import SEED_IMAGES, mlflow_server, run_pipeline, tiny_params
 from tests.postgres import PostgresUnavailable, postgres_bin, running_postgresql
 from tests.test_compose import env_example, interpolated

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.data import load_split
+from pipeline.data.datasets import load_split
+from pipeline.data.splits import IdxFormatError, preprocess, read_idx_pair, split_train_val
 from pipeline.params import PreprocessParams
-from pipeline.preprocess import IdxFormatError, preprocess, read_idx_pair, split_train_val
 from tests.synthetic import render_digits, write_idx
 
 

@@ -11,10 +11,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import ErrorCode
 
 from pipeline.io import sha256_of
-from pipeline.lineage import Lineage, changed_sources, current_lineage
 from pipeline.params import RegisterParams
-from pipeline.register import GATE, MetricsMismatch, check_metrics_match, decide, describe
-from pipeline.registry import RegistryError, version_with_alias
+from pipeline.registry.aliases import RegistryError, version_with_alias
+from pipeline.registry.lineage import Lineage, changed_sources, current_lineage
+from pipeline.registry.policy import GATE, MetricsMismatch, check_metrics_match, decide, describe
 
 POLICY = RegisterParams(
     run_info="r.json",

@@ -15,10 +15,10 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from pipeline import download, non_digits, preprocess, train
-from pipeline.checkpoint import Checkpoint
 from pipeline.params import load_params
-from pipeline.training import EpochResult, fit
+from pipeline.stages import download, non_digits, preprocess, train
+from pipeline.training.checkpoint import Checkpoint
+from pipeline.training.loop import EpochResult, fit
 from tests.conftest import PROJECT_ROOT
 from tests.synthetic import render_digits
 
@@ -103,7 +103,7 @@ def test_kill_9_mid_training_then_rerun_completes_the_model(params_file: Path) -
     preprocess.main(argv)
     non_digits.main(argv)  # the train stage's Outlier Exposure reads them
     settings = load_params(params_file).train
-    command = [sys.executable, "-m", "pipeline.train", *argv, "-S", "train.epochs=40"]
+    command = [sys.executable, "-m", "pipeline.stages.train", *argv, "-S", "train.epochs=40"]
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     trainer = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
     try:

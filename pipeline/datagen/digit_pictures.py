@@ -1,5 +1,5 @@
 """Generated real-looking digits for the evaluate stage, and the drawing helpers they share with
-the generated non-digits (`pipeline.non_digits`).
+the generated non-digits (`pipeline.datagen.non_digit_families`).
 
 Drawn by code (Pillow) with a seed, nothing is downloaded, and run through the API's own
 preprocessing (`mnist_core.imaging.to_mnist`), so they measure what a user would see: digits

@@ -27,9 +27,8 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from mnist_core.imaging import IMAGE_SIZE, EmptyImageError, to_mnist
-from pipeline import pictures
-from pipeline.cli import parse_stage_args
-from pipeline.data import NonDigitSet, load_split
+from pipeline.data.datasets import NonDigitSet, load_split
+from pipeline.datagen import digit_pictures as pictures
 from pipeline.io import write_json
 from pipeline.params import NonDigitParams
 
@@ -359,11 +358,3 @@ def run(params: NonDigitParams) -> dict[str, object]:
         log.info("%s: %d non-digits of %d families", split, len(generated.images), len(families))
     write_json(params.metrics, summary)
     return summary
-
-
-def main(argv: list[str] | None = None) -> None:
-    run(parse_stage_args(__doc__ or "", argv).non_digits)
-
-
-if __name__ == "__main__":
-    main()

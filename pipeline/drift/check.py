@@ -1,29 +1,23 @@
-"""The drift check, run on demand: do the newest logged predictions still look like the reference?
+"""The drift check: do the newest logged predictions still look like the reference?
 
 The window is the newest `window_size` predictions in the API's store (MNIST_STORE_URL). The
 reference is the validation split scored by the served model's ONNX file through the API's own
 inference code (the split is already in the form `to_mnist` gives every picture, so both sides
 went through the same preprocessing), or the `window_size` predictions logged before the window.
-The tests are `pipeline.drift_stats`. Writes an HTML report and a JSON summary (a DVC metrics
+The tests are `pipeline.drift.statistics`. Writes an HTML report and a JSON summary (a DVC metrics
 file), records the scores in the store for the API's gauges, and exits 1 when a test fires.
-
-    python -m pipeline.drift [-S drift.window_size=1000]
-    dvc repro drift/dvc.yaml
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 
 from mnist_core.classifier import DigitClassifier
 from monitoring.records import PredictionWindow
-from monitoring.settings import MonitoringSettings
-from monitoring.store import Store, open_store
-from pipeline import drift_report
-from pipeline.cli import parse_stage_args
-from pipeline.data import load_split
-from pipeline.drift_stats import (
+from monitoring.store import Store
+from pipeline.data.datasets import load_split
+from pipeline.drift import html_report as drift_report
+from pipeline.drift.statistics import (
     DriftResult,
     ScoredImages,
     Window,
@@ -126,16 +120,3 @@ def run(params: DriftParams, store: Store) -> int:
         result.alpha,
     )
     return DRIFT_EXIT_CODE if result.drifted else 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    params = parse_stage_args(__doc__ or "", argv).drift
-    store = open_store(MonitoringSettings().store_url)
-    try:
-        return run(params, store)
-    finally:
-        store.close()
-
-
-if __name__ == "__main__":
-    sys.exit(main())

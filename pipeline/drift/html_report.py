@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from mnist_core.imaging import NUM_CLASSES
-from pipeline.drift_stats import INPUT_STATISTICS, Window, input_statistics
+from mnist_core.labels import NUM_CLASSES
+from pipeline.drift.statistics import INPUT_STATISTICS, Window, input_statistics
 from pipeline.io import atomic_file
 
 STYLE = """

@@ -18,7 +18,8 @@ from typing import Protocol, TypeVar
 import numpy as np
 from scipy import stats
 
-from mnist_core.imaging import INK_THRESHOLD, NUM_CLASSES
+from mnist_core.imaging import INK_THRESHOLD
+from mnist_core.labels import NUM_CLASSES
 
 INK_LEVEL = round(INK_THRESHOLD * 255)  # a grey level above this is ink (as `to_mnist` counts)
 # Empty classes would make PSI infinite: each share is floored at this (a common convention).

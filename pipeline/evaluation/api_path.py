@@ -21,7 +21,8 @@ from mnist_core.imaging import IMAGE_SIZE, EmptyImageError, grey_levels_to_mnist
 
 log = logging.getLogger(__name__)
 
-REJECTED = -1  # the API would answer 422: the preprocessing found no digit
+# Not a label: the API would answer 422 (the preprocessing found no digit), so no digit at all.
+REFUSED_EMPTY = -2
 
 
 def as_uploaded_png(image: np.ndarray) -> np.ndarray:
@@ -38,7 +39,7 @@ def predictions_through(
     images: np.ndarray,
     batch_size: int,
 ) -> np.ndarray:
-    """The digit the API would answer for each image, or `REJECTED`."""
+    """The digit the API would answer for each image, or `REFUSED_EMPTY`."""
     inputs = np.zeros((len(images), IMAGE_SIZE, IMAGE_SIZE), np.uint8)
     accepted = np.ones(len(images), bool)
     for index, image in enumerate(images):
@@ -52,7 +53,7 @@ def predictions_through(
             for start in range(0, len(inputs), batch_size)
         ]
     )
-    return np.where(accepted, predictions, REJECTED)
+    return np.where(accepted, predictions, REFUSED_EMPTY)
 
 
 def api_path_metrics(
@@ -64,7 +65,7 @@ def api_path_metrics(
         predictions = predictions_through(preprocess, classifier, images, batch_size)
         metrics[f"api_{path}_accuracy"] = float((predictions == labels).mean())
         metrics[f"api_{path}_errors"] = int((predictions != labels).sum())
-        metrics[f"api_{path}_rejected"] = int((predictions == REJECTED).sum())
+        metrics[f"api_{path}_rejected"] = int((predictions == REFUSED_EMPTY).sum())
     log.info(
         "through the API's preprocessing: /predict/pixels %.4f (%d errors), PNG upload %.4f "
         "(%d errors)", metrics["api_pixels_accuracy"], metrics["api_pixels_errors"],

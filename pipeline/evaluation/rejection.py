@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from pipeline.data import NonDigitSet
+from pipeline.data.datasets import NonDigitSet
 
 DIGITS_ACCEPTED = (0.95, 0.99)
 

@@ -1,6 +1,7 @@
-"""Stage `evaluate`: score the exported ONNX model on the held-out test set, the Paint digits and
-two generated sets that are not MNIST: real-looking digits (fonts, mouse drawings;
-`pipeline.pictures`) and the test rendition of every non-digit family (`pipeline.non_digits`),
+"""Score the exported ONNX model on the held-out test set, the Paint digits and two generated
+sets that are not MNIST: real-looking digits (fonts, mouse drawings;
+`pipeline.datagen.digit_pictures`) and the test rendition of every non-digit family
+(`pipeline.datagen.non_digit_families`),
 which should come out `uncertain` — reported per family, the families training never saw apart.
 
 The model is run by `mnist_core.classifier`, the API's own inference code, and its calibration
@@ -23,23 +24,24 @@ from PIL import Image
 from sklearn.metrics import precision_recall_fscore_support
 
 from mnist_core.classifier import DigitClassifier
-from mnist_core.imaging import IMAGE_SIZE, NUM_CLASSES, to_mnist
+from mnist_core.imaging import IMAGE_SIZE, to_mnist
+from mnist_core.labels import NOT_A_DIGIT_CODE, NUM_CLASSES
 from mnist_core.settings import MlflowSettings
-from pipeline import calibration, figures, pictures
-from pipeline.api_path import api_path_metrics
-from pipeline.cli import parse_stage_args
-from pipeline.data import (
-    NOT_A_DIGIT,
+from pipeline.data.datasets import (
     FeedbackSplit,
     NonDigitSet,
     data_version,
     load_split,
     split_path,
 )
+from pipeline.datagen import digit_pictures as pictures
+from pipeline.evaluation import figures
+from pipeline.evaluation.api_path import api_path_metrics
+from pipeline.evaluation.rejection import rejection_metrics
 from pipeline.io import atomic_file, read_json, sha256_of, write_json
 from pipeline.params import EvaluateParams
-from pipeline.rejection import rejection_metrics
-from pipeline.tracking import configure_mlflow, log_dataset, run_in_this_store
+from pipeline.registry.tracking import configure_mlflow, log_dataset, run_in_this_store
+from pipeline.training import calibration
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +127,7 @@ def feedback_metrics(classifier: DigitClassifier, held_out: FeedbackSplit) -> di
     if not len(held_out):
         return {"feedback_count": 0}
     probabilities = classifier.predict_proba(held_out.images)
-    is_digit = held_out.labels != NOT_A_DIGIT
+    is_digit = held_out.labels != NOT_A_DIGIT_CODE
     right = np.where(
         is_digit,
         probabilities.argmax(axis=1) == held_out.labels,
@@ -281,11 +283,3 @@ def evaluate(params: EvaluateParams, settings: MlflowSettings) -> dict[str, obje
         for name, figure in figure_set.items():
             mlflow.log_figure(figure, f"evaluation/{name}")
     return metrics
-
-
-def main(argv: list[str] | None = None) -> None:
-    evaluate(parse_stage_args(__doc__ or "", argv).evaluate, MlflowSettings())
-
-
-if __name__ == "__main__":
-    main()

@@ -61,16 +61,30 @@ def changed_sources(porcelain: str, outputs: set[Path]) -> list[str]:
     return changed
 
 
-def current_lineage(data_version: str, onnx_sha256: str) -> Lineage:
-    """The lineage of the model the pipeline is registering from this working tree."""
-    experiment = os.environ.get(EXPERIMENT_VARIABLE) or None
+@dataclass(frozen=True)
+class SourceTree:
+    """The checked-out source: its commit, whether source files differ from it (`dirty`: the
+    outputs DVC writes do not count), and its branch (None on a detached HEAD)."""
+
+    commit: str
+    dirty: bool
+    branch: str | None
+
+
+def source_tree() -> SourceTree:
+    """The source tree the pipeline runs from; outside git, an unknown commit counted dirty."""
     try:
         commit = _git("rev-parse", "HEAD").strip()
         branch = _git("rev-parse", "--abbrev-ref", "HEAD").strip()
         porcelain = _git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.CalledProcessError):
-        return Lineage("unknown", True, None, experiment, data_version, onnx_sha256)
+        return SourceTree("unknown", True, None)
     dirty = bool(changed_sources(porcelain, dvc_outputs()))
-    return Lineage(
-        commit, dirty, None if branch == "HEAD" else branch, experiment, data_version, onnx_sha256
-    )
+    return SourceTree(commit, dirty, None if branch == "HEAD" else branch)
+
+
+def current_lineage(data_version: str, onnx_sha256: str) -> Lineage:
+    """The lineage of the model the pipeline is registering from this working tree."""
+    experiment = os.environ.get(EXPERIMENT_VARIABLE) or None
+    tree = source_tree()
+    return Lineage(tree.commit, tree.dirty, tree.branch, experiment, data_version, onnx_sha256)

@@ -1,8 +1,8 @@
 """`MLproject`, written from `params.yaml`: its entry points' parameters and defaults are the
 train and evaluate sections' own, so the two files cannot drift apart.
 
-    python -m pipeline.mlproject          # rewrite MLproject after changing params.yaml
-    python -m pipeline.mlproject --check  # exit 1 if MLproject is stale (tests run this)
+    python -m pipeline.registry.mlproject          # rewrite MLproject after changing params.yaml
+    python -m pipeline.registry.mlproject --check  # exit 1 if MLproject is stale (tests run this)
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ EXPOSED = {
     "evaluate": ("batch_size",),
 }
 HEADER = """\
-# Written by `python -m pipeline.mlproject` from params.yaml: edit that file, then rerun this.
+# Written by `python -m pipeline.registry.mlproject` from params.yaml: edit that file, then
+# rerun this.
 #
 # DVC owns the pipeline; these entry points call its stages so that `mlflow run` works too:
 #   mlflow run . --env-manager local
@@ -44,7 +45,7 @@ def _parameter(section: BaseModel, name: str) -> dict[str, object]:
 
 def _command(stage: str, names: tuple[str, ...]) -> str:
     overrides = " ".join(f"-S {stage}.{name}={{{name}}}" for name in names)
-    return f"python -m pipeline.{stage} {overrides}"
+    return f"python -m pipeline.stages.{stage} {overrides}"
 
 
 def render(params_file: Path = DEFAULT_PARAMS_FILE) -> str:
@@ -71,7 +72,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.check:
         if not MLPROJECT.is_file() or MLPROJECT.read_text() != text:
             sys.exit(
-                "MLproject is out of date with params.yaml: run `python -m pipeline.mlproject`"
+                "MLproject is out of date with params.yaml: "
+                "run `python -m pipeline.registry.mlproject`"
             )
         return
     MLPROJECT.write_text(text)

@@ -1,5 +1,4 @@
-"""Stage `register`: register the evaluated model with its lineage; the promotion policy decides
-whether it moves the `production` alias.
+"""The promotion policy: the quality gate, and whether a registered version moves `production`.
 
 Every evaluated model becomes a version, tagged with where it came from (git commit and whether
 the tree was dirty, branch, DVC experiment, data version, ONNX sha256) and with the gate's
@@ -14,22 +13,13 @@ gets the `challenger` alias instead, for `mnist-registry promote` to promote by 
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-import mlflow
-from mlflow.entities.model_registry import ModelVersion
-from mlflow.tracking import MlflowClient
-
-from mnist_core.settings import MlflowSettings
-from pipeline.cli import parse_stage_args
-from pipeline.io import read_json, sha256_of, write_json
-from pipeline.lineage import Lineage, current_lineage
+from pipeline.io import sha256_of
 from pipeline.params import RegisterParams
-from pipeline.registry import RegistryError, promote, version_with_alias
-from pipeline.tracking import configure_mlflow, run_in_this_store
+from pipeline.registry.lineage import Lineage
 
 log = logging.getLogger(__name__)
 
@@ -194,113 +184,3 @@ def check_metrics_match(metrics: Mapping[str, object], params: RegisterParams) -
             "first (`dvc repro`)."
         )
     return digest
-
-
-def _registered_version(
-    client: MlflowClient, name: str, run_id: str, model_uri: str
-) -> ModelVersion:
-    """The version registered from this run, registering it first if need be (re-runs are safe)."""
-    for version in client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'"):
-        return version
-    return mlflow.register_model(model_uri, name, tags={"run_id": run_id})
-
-
-def _incumbent_figure(client: MlflowClient, incumbent: ModelVersion, metric: str) -> float | None:
-    """Production's figure for `metric`: its version's tag, else its run's metric."""
-    if metric in incumbent.tags:
-        return float(incumbent.tags[metric])
-    return client.get_run(incumbent.run_id).data.metrics.get(metric)
-
-
-def _tag_version(client: MlflowClient, name: str, version: str, tags: dict[str, str]) -> None:
-    for key, value in tags.items():
-        client.set_model_version_tag(name, version, key, value)
-
-
-def register(params: RegisterParams, settings: MlflowSettings) -> Decision:
-    run = read_json(params.run_info)
-    metrics = read_json(params.metrics)
-    digest = check_metrics_match(metrics, params)
-    lineage = current_lineage(str(metrics.get("data_version", "unknown")), digest)
-    configure_mlflow(settings)
-    client = MlflowClient()
-    name = settings.model_name
-    run_id, model_uri = run_in_this_store(client, run, params.onnx_path, metrics)
-    version = _registered_version(client, name, run_id, model_uri)
-    incumbent = version_with_alias(client, name, settings.model_alias)
-    production_feedback = None
-    if incumbent is not None and str(incumbent.version) == str(version.version):
-        decision = Decision("promote", f"version {version.version} already holds the alias")
-    elif incumbent is not None:
-        accuracy = _incumbent_figure(client, incumbent, "test_accuracy")
-        production_feedback = _incumbent_figure(client, incumbent, "feedback_accuracy")
-        decision = decide(
-            metrics,
-            lineage,
-            accuracy,
-            params,
-            has_incumbent=True,
-            incumbent_feedback_accuracy=production_feedback,
-        )
-    else:
-        decision = decide(metrics, lineage, None, params, has_incumbent=False)
-    if decision.promote:
-        promote(client, settings, version.version, decision.reason, by="register stage")
-    elif decision.action == "challenger":
-        client.set_registered_model_alias(name, params.challenger_alias, version.version)
-    log.info("%s version %s: %s (%s)", name, version.version, decision.action, decision.reason)
-
-    failures = gate_failures(metrics, params, production_feedback)
-    _tag_version(
-        client,
-        name,
-        version.version,
-        {
-            **lineage.tags(),
-            "test_accuracy": f"{metrics['test_accuracy']:.4f}",
-            "gate": "failed" if failures else "passed",
-            "gate_reason": "; ".join(failures) or "every threshold met",
-            "policy": decision.action,
-            "policy_reason": decision.reason,
-            **{k: f"{metrics[k]:.4g}" for k in ("temperature", "uncertain_below") if k in metrics},
-            "feedback_count": str(metrics.get("feedback_count", 0)),
-            **(
-                {"feedback_accuracy": f"{metrics['feedback_accuracy']:.4f}"}
-                if "feedback_accuracy" in metrics
-                else {}
-            ),
-        },
-    )
-    client.update_model_version(name, version.version, describe(metrics, lineage, decision))
-    client.update_registered_model(name, POLICY)
-    with mlflow.start_run(run_id=run_id):
-        mlflow.set_tags(
-            {
-                "registry.decision": VERDICTS[decision.action],
-                "registry.reason": decision.reason,
-                "registry.version": version.version,
-            }
-        )
-    write_json(
-        params.decision,
-        {
-            "model_name": name,
-            "version": int(version.version),
-            "promoted": decision.promote,
-            "action": decision.action,
-            "reason": decision.reason,
-        },
-    )
-    return decision
-
-
-def main(argv: list[str] | None = None) -> None:
-    params = parse_stage_args(__doc__ or "", argv).registration
-    try:
-        register(params, MlflowSettings())
-    except (RegistryError, MetricsMismatch) as error:
-        sys.exit(f"register: {error}")
-
-
-if __name__ == "__main__":
-    main()

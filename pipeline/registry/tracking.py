@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -82,23 +81,6 @@ def log_dataset(
             digest=data_version[:DIGEST_LENGTH],
         )
     mlflow.log_input(dataset, context=DATASET_CONTEXT.get(split, split))
-
-
-def git_commit() -> str:
-    """The checked-out commit (`-dirty` when tracked files changed); `unknown` outside git."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return f"{commit}-dirty" if dirty else commit
 
 
 def log_onnx_model(onnx_path: Path, example: np.ndarray) -> str:

@@ -1,4 +1,4 @@
-"""Stage `train`: fit the CNN, track the run in MLflow, keep the best epoch by validation accuracy.
+"""The training job: fit the CNN, track the run in MLflow, keep the best epoch by validation.
 
 Writes the best weights (`model_path`), the MLflow run and model it logged (`run_info`), DVC
 metrics and a per-epoch history for `dvc plots`.
@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import logging
-import sys
 from pathlib import Path
 
 import mlflow
@@ -20,17 +19,16 @@ from mlflow.tracking import MlflowClient
 
 from mnist_core.classifier import ModelMetadata
 from mnist_core.settings import MlflowSettings
-from pipeline import calibration
-from pipeline.checkpoint import Checkpoint, fingerprint
-from pipeline.cli import parse_stage_args
-from pipeline.data import data_version, load_split, split_path
-from pipeline.distributed import Cluster, join, launch, leave, under_torchrun
-from pipeline.export import export_onnx
+from pipeline.data.datasets import data_version, load_split, split_path
 from pipeline.io import atomic_file, write_json
-from pipeline.model import DigitCNN, predict_logits, save_checkpoint
 from pipeline.params import TrainParams
-from pipeline.tracking import configure_mlflow, git_commit, log_dataset, log_onnx_model
-from pipeline.training import (
+from pipeline.registry.lineage import source_tree
+from pipeline.registry.tracking import configure_mlflow, log_dataset, log_onnx_model
+from pipeline.training import calibration
+from pipeline.training.checkpoint import Checkpoint, fingerprint
+from pipeline.training.distributed import Cluster
+from pipeline.training.export import export_onnx
+from pipeline.training.loop import (
     EpochResult,
     FitResult,
     add_feedback,
@@ -39,6 +37,7 @@ from pipeline.training import (
     load_outliers,
     use_bf16,
 )
+from pipeline.training.model import DigitCNN, predict_logits, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -165,11 +164,13 @@ def train(
         checkpoint.clear()
     resumed_run_id = resumable_run(checkpoint)
     name = None if resumed_run_id else run_name(params)
+    tree = source_tree()
     with mlflow.start_run(run_id=resumed_run_id, run_name=name) as run:
         checkpoint = dataclasses.replace(checkpoint, extra={"run_id": run.info.run_id})
         mlflow.set_tags(
             {
-                "git_commit": git_commit(),
+                "git_commit": tree.commit,
+                "git_dirty": str(tree.dirty).lower(),
                 "data_version": data,
                 "device": str(device),
                 "precision": "bf16" if use_bf16(params, device) else "fp32",
@@ -237,19 +238,3 @@ def train(
     # Only now: a failure above (calibration, export, the upload) resumes from the last epoch.
     checkpoint.clear()
     return result
-
-
-def main(argv: list[str] | None = None) -> None:
-    params = parse_stage_args(__doc__ or "", argv).train
-    if params.processes > 1 and not under_torchrun():
-        launch(params.processes, "pipeline.train", sys.argv[1:] if argv is None else argv)
-        return
-    cluster, device = join()
-    try:
-        train(params, MlflowSettings(), cluster, device)
-    finally:
-        leave()
-
-
-if __name__ == "__main__":
-    main()

@@ -17,13 +17,13 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from pipeline.augment import augment
-from pipeline.checkpoint import Checkpoint
-from pipeline.data import FeedbackSplit, NonDigitSet
-from pipeline.distributed import SINGLE, Cluster
-from pipeline.imaging import normalize, to_unit
-from pipeline.model import DigitCNN, native_bf16, predict_logits
+from pipeline.data.datasets import FeedbackSplit, NonDigitSet
 from pipeline.params import TrainParams
+from pipeline.training.augment import augment
+from pipeline.training.checkpoint import Checkpoint
+from pipeline.training.distributed import SINGLE, Cluster
+from pipeline.training.model import DigitCNN, native_bf16, predict_logits
+from pipeline.training.tensors import normalize, to_unit
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mnist_core.imaging import IMAGE_SIZE, NUM_CLASSES
-from pipeline.imaging import to_model_input
+from mnist_core.imaging import IMAGE_SIZE
+from mnist_core.labels import NUM_CLASSES
 from pipeline.io import atomic_file
+from pipeline.training.tensors import to_model_input
 
 
 def _conv_block(in_channels: int, out_channels: int, convs: int) -> nn.Sequential:

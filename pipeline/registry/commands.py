@@ -1,0 +1,65 @@
+"""The registry's command line: list versions, promote one to the serving alias, roll back.
+
+    mnist-registry list
+    mnist-registry promote 3 --reason "beats version 2 on the new test pictures"
+    mnist-registry rollback --reason "version 3 misreads sevens"
+
+Promotion moves the `production` alias (MLflow 3 replaced stages with aliases) and leaves the
+version it replaces under the `previous` alias, which `rollback` returns to. Who promoted a
+version, when, why and from which version is recorded on it (tags `promoted_*`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import mlflow
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.tracking import MlflowClient
+
+from mnist_core.settings import MlflowSettings
+from pipeline.registry.aliases import RegistryError, list_versions, promote, rollback
+
+
+def _describe(version: ModelVersion, aliases: list[str]) -> str:
+    accuracy = version.tags.get("test_accuracy", "-")
+    return f"{version.version:>7}  {','.join(aliases) or '-':<22} {accuracy:<14} {version.run_id}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("list", help="list versions with their aliases and test accuracy")
+    promote_parser = commands.add_parser("promote", help="serve VERSION")
+    promote_parser.add_argument("version")
+    rollback_parser = commands.add_parser("rollback", help="serve the version served before")
+    for command in (promote_parser, rollback_parser):
+        command.add_argument("--reason", required=True, help="why: recorded on the version")
+    args = parser.parse_args(argv)
+
+    settings = MlflowSettings()
+    if missing := settings.missing_local_store():
+        sys.exit(f"error: {missing}")
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    client = MlflowClient()
+    try:
+        if args.command == "list":
+            print(f"{'version':>7}  {'aliases':<22} {'test_accuracy':<14} run_id")
+            for version, aliases in list_versions(client, settings.model_name):
+                print(_describe(version, aliases))
+            return
+        changed = (
+            promote(client, settings, args.version, args.reason)
+            if args.command == "promote"
+            else rollback(client, settings, args.reason)
+        )
+    except RegistryError as error:
+        sys.exit(f"error: {error}")
+    print(f"{settings.model_name} version {changed.version} now holds '{settings.model_alias}'.")
+
+
+if __name__ == "__main__":
+    main()
