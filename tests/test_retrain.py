@@ -90,7 +90,9 @@ def test_no_store_gives_empty_sets_and_creates_no_database(tmp_path: Path) -> No
         feedback_sets.counts({s: FeedbackSplit.empty() for s in feedback_sets.SIDES}), 0
     )
     assert not (tmp_path / "none.db").exists()
-    assert all(len(FeedbackSplit.load(tmp_path / "fb" / f"{s}.npz")) == 0 for s in feedback_sets.SIDES)
+    assert all(
+        len(FeedbackSplit.load(tmp_path / "fb" / f"{s}.npz")) == 0 for s in feedback_sets.SIDES
+    )
 
 
 def test_an_unchanged_store_leaves_the_outputs_untouched(
