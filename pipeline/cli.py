@@ -1,6 +1,6 @@
 """The command line every stage shares.
 
-python -m pipeline.<stage> [--params FILE] [-S section.key=value ...]
+python -m pipeline.stages.<stage> [--params FILE] [-S section.key=value ...]
 """
 
 from __future__ import annotations
