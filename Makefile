@@ -27,13 +27,18 @@ $(UV): requirements/uv.txt
 
 # uv installs the locked wheels several times faster than pip; the project itself goes in
 # editable, without dependencies and with the locked setuptools (both lock files hold it).
+# Unlike pip, uv does not compile the packages to bytecode unless asked: where
+# PYTHONDONTWRITEBYTECODE is set, every process would then compile MLflow, pandas and torch
+# from source at each start (`import serving.app` took 5.9-7.0 s of CPU instead of 1.9-2.0 s).
 $(RUN_STAMP): $(UV) requirements/run.txt pyproject.toml
-	$(UV) pip install --quiet --python $(BIN)/python --require-hashes -r requirements/run.txt
+	$(UV) pip install --quiet --python $(BIN)/python --compile-bytecode --require-hashes \
+		-r requirements/run.txt
 	$(UV) pip install --quiet --python $(BIN)/python --no-deps --no-build-isolation --editable .
 	touch $@
 
 $(STAMP): $(UV) requirements/dev.txt pyproject.toml
-	$(UV) pip install --quiet --python $(BIN)/python --require-hashes -r requirements/dev.txt
+	$(UV) pip install --quiet --python $(BIN)/python --compile-bytecode --require-hashes \
+		-r requirements/dev.txt
 	$(UV) pip install --quiet --python $(BIN)/python --no-deps --no-build-isolation --editable .
 	touch $@
 

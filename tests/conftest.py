@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import mlflow
@@ -77,29 +78,32 @@ def project_env(root: Path) -> dict[str, str]:
     return env
 
 
-def run_pipeline(params_file: Path, *overrides: str) -> None:
-    """Run every stage in-process, as `dvc repro` would, with `-S` overrides."""
+def run_pipeline(params_file: Path, *overrides: str, stages: Sequence = STAGES) -> None:
+    """Run every stage (or `stages`) in-process, in order, as `dvc repro` would, with `-S`
+    overrides."""
     argv = ["--params", str(params_file)]
     for override in overrides:
         argv += ["-S", override]
-    for stage in STAGES:
+    for stage in stages:
         stage.main(argv)
 
 
 @contextlib.contextmanager
-def mlflow_server(backend_store_uri: str, root: Path) -> Iterator[str]:
-    """A real `mlflow server` on a free loopback port, keeping runs and the registry in
-    `backend_store_uri` and proxying artifacts into `root/artifacts`; yields its URL and stops it
-    on exit. Its output goes to `root/server.log`."""
-    port = free_port()
+def mlflow_server(backend_store_uri: str, root: Path, port: int | None = None) -> Iterator[str]:
+    """A real `mlflow server` on loopback (on `port`, else a free one), keeping runs and the
+    registry in `backend_store_uri` and proxying artifacts into `root/artifacts`; yields its URL
+    and stops it on exit. Its output goes to `root/server.log`."""
+    port = port or free_port()
     command = [
         str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
         "--port", str(port), "--backend-store-uri", backend_store_uri, "--serve-artifacts",
         "--artifacts-destination", str(root / "artifacts"), "--workers", "1",
     ]  # fmt: skip
+    # MLflow's job runner (GenAI jobs, several more Python processes) is of no use here.
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     url = f"http://127.0.0.1:{port}"
     with (root / "server.log").open("w") as log:
-        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             wait_until_ready(f"{url}/health", server, timeout=120, log=root / "server.log")
             yield url
@@ -155,13 +159,29 @@ def tiny_params(raw_dir: Path, checksums: dict[str, str]) -> dict:
     return params
 
 
+def store_env(root: Path) -> dict[str, str]:
+    """The environment of a private SQLite MLflow store in `root` (its artifacts beside it)."""
+    return {
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "MNIST_ARTIFACT_ROOT": str(root / "mlartifacts"),
+    }
+
+
+def work_in(patch: pytest.MonkeyPatch, root: Path) -> None:
+    """Run in `root`, with its private MLflow store, as the stages run in a project folder."""
+    patch.chdir(root)
+    for name, value in store_env(root).items():
+        patch.setenv(name, value)
+    patch.delenv("MLFLOW_RUN_ID", raising=False)
+    # MLflow's process-wide URI, which the stages set too: else MLflow's own functions (model
+    # URIs, artifact downloads) would still ask the store an earlier test pointed it at.
+    mlflow.set_tracking_uri(store_env(root)["MLFLOW_TRACKING_URI"])
+
+
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Run in an empty directory with a private SQLite MLflow store."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.setenv("MNIST_ARTIFACT_ROOT", str(tmp_path / "mlartifacts"))
-    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    work_in(monkeypatch, tmp_path)
     return tmp_path
 
 
@@ -173,22 +193,50 @@ def params_file(workdir: Path, raw_mnist: tuple[Path, dict[str, str]]) -> Path:
 
 
 @pytest.fixture(scope="session")
-def trained_registry(tmp_path_factory: pytest.TempPathFactory, raw_mnist) -> dict[str, str]:
-    """A private MLflow store holding a tiny model trained by the real stages, aliased
-    `production`; returns the environment that points at it."""
-    root = tmp_path_factory.mktemp("registry")
-    env = {
-        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
-        "MNIST_ARTIFACT_ROOT": str(root / "mlartifacts"),
-    }
+def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory, raw_mnist) -> Path:
+    """A project folder where the real stages ran once on the tiny params: every stage's
+    outputs, and a private MLflow store (`mlflow.db`, `mlartifacts/`) whose `production` alias
+    holds the tiny model. Shared by the whole session: read it, or change a `pipeline_copy`."""
+    root = tmp_path_factory.mktemp("tiny-pipeline")
     (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(*raw_mnist)))
     with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(root)
-        for name, value in env.items():
-            patch.setenv(name, value)
-        patch.delenv("MLFLOW_RUN_ID", raising=False)
+        work_in(patch, root)
         run_pipeline(root / "params.yaml")
-    return env
+    return root
+
+
+def relocate_store(database: Path, old: Path, new: Path) -> None:
+    """Point a copied SQLite MLflow store at its copied artifacts: every path under `old` that
+    its rows name (artifact locations, model sources, in every table) moves under `new`."""
+    before, after = f"{old}{os.sep}", f"{new}{os.sep}"
+    with contextlib.closing(sqlite3.connect(database)) as connection, connection:
+        tables = connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        for (table,) in tables.fetchall():
+            for column in connection.execute(f'PRAGMA table_info("{table}")').fetchall():
+                name = column[1]
+                connection.execute(
+                    f'UPDATE "{table}" SET "{name}" = replace("{name}", ?, ?) '
+                    f'WHERE instr("{name}", ?) > 0',
+                    (before, after, before),
+                )
+
+
+@pytest.fixture
+def pipeline_copy(tiny_pipeline: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the tiny pipeline's folder and store, to change freely; the test runs in it."""
+    root = tmp_path / "project"
+    shutil.copytree(tiny_pipeline, root)
+    relocate_store(root / "mlflow.db", tiny_pipeline, root)
+    work_in(monkeypatch, root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def trained_registry(tiny_pipeline: Path) -> dict[str, str]:
+    """The tiny pipeline's MLflow store: a tiny model trained by the real stages, aliased
+    `production`; returns the environment that points at it. Read it; move aliases in a
+    `registry_copy`."""
+    return store_env(tiny_pipeline)
 
 
 @contextlib.contextmanager

@@ -288,16 +288,24 @@ def test_not_ready_without_a_model(tmp_path: Path) -> None:
         assert response.status_code == 503 and "No model is loaded" in response.json()["detail"]
 
 
-def register_shifted_copy(settings: ServingSettings, source: ModelVersion) -> ModelVersion:
+def register_shifted_copy(
+    settings: ServingSettings, source: ModelVersion, artifacts: Path
+) -> ModelVersion:
     """Register a version whose answers differ from `source`'s: its ONNX graph with the last
-    layer's bias shifted, so that any mixing of versions shows in the probabilities."""
-    local = Path(mlflow.artifacts.download_artifacts(f"models:/{source.name}/{source.version}"))
+    layer's bias shifted, so that any mixing of versions shows in the probabilities. Its run
+    keeps its files in `artifacts`."""
+    local = Path(
+        mlflow.artifacts.download_artifacts(
+            f"models:/{source.name}/{source.version}", tracking_uri=settings.tracking_uri
+        )
+    )
     model = onnx.load(str(local / "model.onnx"))
     last_bias = next(init for init in model.graph.initializer if list(init.dims) == [10])
     bias = onnx.numpy_helper.to_array(last_bias) + np.linspace(-2, 2, 10, dtype=np.float32)
     last_bias.CopyFrom(onnx.numpy_helper.from_array(bias, last_bias.name))
     mlflow.set_tracking_uri(settings.tracking_uri)
-    with mlflow.start_run() as run:
+    experiment = mlflow.create_experiment("shifted", artifact_location=artifacts.as_uri())
+    with mlflow.start_run(experiment_id=experiment) as run:
         info = mlflow.onnx.log_model(model, name="model", save_as_external_data=False)
     return MlflowClient(settings.tracking_uri).create_model_version(
         source.name, info.model_uri, run.info.run_id
@@ -309,13 +317,15 @@ def expected_probabilities(settings: ServingSettings, version: str, pixels: np.n
     return DigitClassifier(onnx_model, threads=1).predict_proba(pixels)
 
 
-def test_alias_moves_during_load_never_mix_versions(trained_registry: dict[str, str]) -> None:
+def test_alias_moves_during_load_never_mix_versions(
+    registry_copy: dict[str, str], tmp_path: Path
+) -> None:
     """The alias moves back and forth while batch requests run: none fails, and every answer
     carries exactly the probabilities of the version it names."""
-    settings = settings_for(trained_registry, MNIST_POLL_SECONDS=0.05)
+    settings = settings_for(registry_copy, MNIST_POLL_SECONDS=0.05)
     registry = MlflowClient(settings.tracking_uri)
     first = registry.get_model_version_by_alias(settings.model_name, settings.model_alias)
-    second = register_shifted_copy(settings, first)
+    second = register_shifted_copy(settings, first, tmp_path / "artifacts")
     images, _ = render_digits(4, seed=11)
     uploads = [
         ("files", (f"{i}.png", image_bytes(Image.fromarray(img), "PNG")))

@@ -10,15 +10,15 @@ import json
 import re
 import shutil
 import subprocess
-import time
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
 from monitoring.store import open_store
-from tests.conftest import PROJECT_ROOT, project_env, tiny_params
+from tests.conftest import PROJECT_ROOT, project_env, relocate_store, tiny_params
 from tests.test_retrain import answer, feedback_set
 
 pytestmark = pytest.mark.slow
@@ -36,9 +36,25 @@ def run(args: list[str], cwd: Path, env: dict[str, str]) -> str:
     return result.stdout + result.stderr
 
 
+class Project(NamedTuple):
+    root: Path
+    env: dict[str, str]
+
+
+def copy_project(source: Path, target: Path) -> Project:
+    """A copy of a project folder (its git repository, DVC cache, outputs and stores), with its
+    own environment; the copied MLflow store names the copied artifacts."""
+    shutil.copytree(source, target, symlinks=True)
+    if (target / "mlflow.db").exists():
+        relocate_store(target / "mlflow.db", source, target)
+    return Project(target, project_env(target))
+
+
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory, raw_mnist) -> tuple[Path, dict[str, str]]:
-    root = tmp_path_factory.mktemp("project")
+def blank_project(tmp_path_factory: pytest.TempPathFactory, raw_mnist) -> Path:
+    """The project as a fresh clone has it, with tiny parameters: its sources committed in a new
+    git repository with DVC initialised, nothing run. Never changed: tests copy it."""
+    root = tmp_path_factory.mktemp("blank-project") / "project"
     for name in COPIED:
         source, target = PROJECT_ROOT / name, root / name
         if source.is_dir():
@@ -49,22 +65,43 @@ def project(tmp_path_factory: pytest.TempPathFactory, raw_mnist) -> tuple[Path, 
     params = tiny_params(*raw_mnist)
     params["evaluate"]["seed_images_dir"] = "tests/data"
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    # The project's own store of predictions and feedback, empty until a test writes to it.
-    env = project_env(root) | {"MNIST_STORE_URL": f"sqlite:///{root / 'predictions.db'}"}
+    # The project's own stores (MLflow's, and the predictions and feedback one, empty until a
+    # test writes to it) stay out of git.
+    env = project_env(root)
     (root / ".gitignore").write_text("/mlflow.db\n/mlartifacts/\n/predictions.db*\n")
     run(["git", "init", "-q", "-b", "main"], root, env)  # the branch `register.branch` names
     run(["dvc", "init", "-q"], root, env)
     run(["git", "add", "-A"], root, env)
     run(["git", "commit", "-qm", "tiny project"], root, env)
-    return root, env
+    return root
 
 
-def test_dvc_repro_runs_every_stage_once(project) -> None:
-    root, env = project
-    output = run(["dvc", "repro"], root, env)
+@pytest.fixture(scope="module")
+def first_repro(blank_project: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A copy of the blank project after its first `dvc repro`, and that command's output.
+    Never changed: tests copy it."""
+    root, env = copy_project(blank_project, tmp_path_factory.mktemp("reproduced") / "project")
+    return root, run(["dvc", "repro"], root, env)
+
+
+@pytest.fixture(scope="module")
+def project(first_repro: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory) -> Project:
+    """A reproduced project shared by the tests that leave it as they found it (each undoes
+    what it changes), whatever their order."""
+    return copy_project(first_repro[0], tmp_path_factory.mktemp("shared") / "project")
+
+
+@pytest.fixture
+def project_copy(first_repro: tuple[Path, str], tmp_path: Path) -> Project:
+    """A reproduced project of the test's own, to change freely."""
+    return copy_project(first_repro[0], tmp_path / "project")
+
+
+def test_dvc_repro_runs_every_stage_once(first_repro: tuple[Path, str], project: Project) -> None:
     stages = ("download", "preprocess", "non_digits", "feedback", "train", "evaluate", "register")
     for stage in stages:
-        assert f"Running stage '{stage}'" in output
+        assert f"Running stage '{stage}'" in first_repro[1]
+    root, env = project
     # Only the two that look outside DVC: `feedback` (the store, unchanged: nothing downstream
     # runs) and `register` (the registry).
     again = run(["dvc", "repro"], root, env)
@@ -72,18 +109,18 @@ def test_dvc_repro_runs_every_stage_once(project) -> None:
 
     metrics = run(["dvc", "metrics", "show"], root, env)
     assert "test_accuracy" in metrics and "best_val_accuracy" in metrics
-    plots = run(["dvc", "plots", "show", "--out", "plots-html"], root, env)
-    assert (root / "plots-html" / "index.html").is_file(), plots
+    html = root.parent / "plots-html"  # outside the project: its git tree stays clean
+    plots = run(["dvc", "plots", "show", "--out", str(html)], root, env)
+    assert (html / "index.html").is_file(), plots
 
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     assert client.get_model_version_by_alias("mnist-cnn", "production").version
 
 
-def test_dvc_exp_run_never_moves_production(project) -> None:
+def test_dvc_exp_run_never_moves_production(project_copy: Project) -> None:
     """An experiment with a changed parameter trains, registers a version with its lineage and
-    gives it `challenger`; the version in production stays there."""
-    root, env = project
-    run(["dvc", "repro"], root, env)  # a clean tree's model in production first
+    gives it `challenger`; the version in production (a clean tree's model) stays there."""
+    root, env = project_copy
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     served = client.get_model_version_by_alias("mnist-cnn", "production").version
 
@@ -101,9 +138,9 @@ def test_dvc_exp_run_never_moves_production(project) -> None:
     assert experiments and experiments[-1]["train.epochs"] == "1"
 
 
-def test_mlflow_run_train_entry_point(project) -> None:
-    root, env = project
-    started_ms = time.time() * 1000
+def test_mlflow_run_train_entry_point(blank_project: Path, tmp_path: Path) -> None:
+    """As the README has it, on a fresh clone: the entry point makes the data it trains on."""
+    root, env = copy_project(blank_project, tmp_path / "project")
     run(
         ["mlflow", "run", ".", "-e", "train", "--env-manager", "local", "-P", "epochs=1"], root, env
     )
@@ -112,8 +149,6 @@ def test_mlflow_run_train_entry_point(project) -> None:
         [e.experiment_id for e in client.search_experiments()],
         "params.epochs = '1' and tags.`mlflow.project.entryPoint` = 'train'",
     )
-    # Only the run this test launched: `dvc exp run` above also trains with epochs=1.
-    runs = [r for r in runs if r.info.start_time >= started_ms]
     assert len(runs) == 1 and "val_accuracy" in runs[0].data.metrics
 
 
@@ -164,9 +199,8 @@ def test_each_stage_depends_on_every_module_it_imports(stage: str) -> None:
     assert not missing, f"dvc.yaml: stage {stage} imports {missing} but does not depend on them"
 
 
-def test_editing_an_imported_module_makes_its_stages_stale(project) -> None:
+def test_editing_an_imported_module_makes_its_stages_stale(project: Project) -> None:
     root, env = project
-    run(["dvc", "repro"], root, env)  # up to date first, whatever ran before
     assert json.loads(run(PIPELINE_STATUS, root, env)) == ALWAYS_CHANGED
     shared = root / "pipeline" / "io.py"
     original = shared.read_text()
@@ -187,9 +221,8 @@ def test_editing_an_imported_module_makes_its_stages_stale(project) -> None:
     assert json.loads(run(PIPELINE_STATUS, root, env)) == ALWAYS_CHANGED
 
 
-def test_a_corrupted_raw_file_is_detected_and_fetched_again(project) -> None:
+def test_a_corrupted_raw_file_is_detected_and_fetched_again(project: Project) -> None:
     root, env = project
-    run(["dvc", "repro"], root, env)
     raw = root / "data" / "raw" / "t10k-labels-idx1-ubyte"
     good = raw.read_bytes()
     raw.unlink()  # a new file: never write through a link into DVC's cache
@@ -202,11 +235,9 @@ def test_a_corrupted_raw_file_is_detected_and_fetched_again(project) -> None:
     assert raw.read_bytes() == good
 
 
-def test_the_drift_check_runs_only_when_asked_for(project) -> None:
-    root, env = project
-    run(["dvc", "repro"], root, env)  # the pipeline's outputs first; the check is not run
-    assert not (root / "metrics" / "drift.json").exists()
-    env = {**env, "MNIST_STORE_URL": f"sqlite:///{root / 'predictions.db'}"}
+def test_the_drift_check_runs_only_when_asked_for(project_copy: Project) -> None:
+    root, env = project_copy
+    assert not (root / "metrics" / "drift.json").exists()  # `dvc repro` did not run it
     output = run(["dvc", "repro", "drift/dvc.yaml"], root, env)
     assert f"Running stage '{DRIFT}'" in output
     # An empty store: no verdict, and a report that says so.
@@ -217,10 +248,10 @@ def test_the_drift_check_runs_only_when_asked_for(project) -> None:
     assert "not_enough_traffic" in run(["dvc", "metrics", "show", "--json"], root, env)
 
 
-def test_accepted_feedback_retrains_and_an_unchanged_store_does_not(project) -> None:
-    """Last in this module: it leaves feedback in the project's store."""
-    root, env = project
-    run(["dvc", "repro"], root, env)
+def test_accepted_feedback_retrains_and_an_unchanged_store_does_not(
+    project_copy: Project,
+) -> None:
+    root, env = project_copy
     lock = root / "dvc.lock"
     before = yaml.safe_load(lock.read_text())["stages"]["feedback"]["outs"]
     store = open_store(env["MNIST_STORE_URL"])

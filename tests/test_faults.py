@@ -7,8 +7,6 @@ import contextlib
 import json
 import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -21,11 +19,11 @@ import pytest
 import uvicorn
 from mlflow.tracking import MlflowClient
 
-from bench.loadgen import free_port, wait_until_ready
+from bench.loadgen import free_port
 from pipeline.registry.aliases import promote
 from serving.app import create_app
 from serving.settings import ServingSettings
-from tests.conftest import SEED_IMAGES, ready_client
+from tests.conftest import SEED_IMAGES, mlflow_server, ready_client
 
 SEVEN = (SEED_IMAGES / "num_7.png").read_bytes()
 
@@ -110,22 +108,10 @@ def test_registry_down_at_start_then_up_without_restart(
             lambda: client.get("/ready").json()["reason"] == "the model registry cannot be reached"
         )
         assert client.get("/ready").status_code == 503
-        command = [
-            str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
-            "--port", str(port), "--workers", "1",
-            "--backend-store-uri", registry_copy["MLFLOW_TRACKING_URI"],
-        ]  # fmt: skip
-        log = tmp_path / "server.log"
-        with log.open("w") as stream:
-            server = subprocess.Popen(command, stdout=stream, stderr=subprocess.STDOUT)
-        try:
-            wait_until_ready(f"{url}/health", server, timeout=90, log=log)
+        with mlflow_server(registry_copy["MLFLOW_TRACKING_URI"], tmp_path, port):
             assert eventually(lambda: client.get("/ready").status_code == 200, seconds=30)
             response = client.post("/predict", files={"file": ("7.png", SEVEN)})
             assert response.status_code == 200
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
 
 
 @contextlib.contextmanager

@@ -18,15 +18,17 @@ from pipeline.datagen.non_digit_families import FAMILIES
 from pipeline.io import sha256_of
 from pipeline.registry.aliases import promote, rollback
 from pipeline.registry.commands import main as registry_cli
-from pipeline.stages import evaluate, register
+from pipeline.stages import evaluate, register, train
 from serving.model_store import read_onnx_model
-from tests.conftest import run_pipeline
+from tests.conftest import run_pipeline, work_in
 
 
 @pytest.fixture
-def pipeline_run(params_file: Path) -> Path:
-    run_pipeline(params_file)
-    return params_file.parent
+def pipeline_run(tiny_pipeline: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The session's tiny pipeline, read where it ran (a test that changes it takes
+    `pipeline_copy`)."""
+    work_in(monkeypatch, tiny_pipeline)
+    return tiny_pipeline
 
 
 def test_pipeline_registers_a_production_model(pipeline_run: Path) -> None:
@@ -173,14 +175,20 @@ def test_stage_outputs_are_written(pipeline_run: Path) -> None:
     assert set(evaluation["per_class"]) == {str(d) for d in range(10)}
 
 
-def test_gate_keeps_production_on_a_worse_model_and_rollback_works(pipeline_run: Path) -> None:
+def test_gate_keeps_production_on_a_worse_model_and_rollback_works(pipeline_copy: Path) -> None:
     settings = MlflowSettings()
     client = MlflowClient(settings.tracking_uri)
     first = client.get_model_version_by_alias(settings.model_name, settings.model_alias)
 
-    # A second run whose gate cannot be passed: registered, but production stays.
-    run_pipeline(pipeline_run / "params.yaml", "train.seed=7", "register.min_test_accuracy=1.0")
-    decision = json.loads((pipeline_run / "metrics/register.json").read_text())
+    # A second run whose gate cannot be passed: registered, but production stays. (Only the
+    # stages these parameters feed run again, as in `dvc repro`.)
+    run_pipeline(
+        pipeline_copy / "params.yaml",
+        "train.seed=7",
+        "register.min_test_accuracy=1.0",
+        stages=(train, evaluate, register),
+    )
+    decision = json.loads((pipeline_copy / "metrics/register.json").read_text())
     assert decision["promoted"] is False and "test_accuracy" in decision["reason"]
     assert decision["version"] == int(first.version) + 1
     served = client.get_model_version_by_alias(settings.model_name, settings.model_alias)
@@ -203,7 +211,7 @@ def test_registry_cli_on_an_empty_store(workdir: Path) -> None:
         registry_cli(["list"])
 
 
-def test_registry_cli(pipeline_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_registry_cli(pipeline_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
     registry_cli(["list"])
     listing = capsys.readouterr().out
     assert re.search(r"^\s+1\s+production\s+\d\.\d{4}", listing, flags=re.MULTILINE), listing
@@ -218,23 +226,23 @@ def test_registry_cli(pipeline_run: Path, capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_register_rebuilds_a_lost_registry_from_the_dvc_outputs(
-    pipeline_run: Path, monkeypatch: pytest.MonkeyPatch
+    pipeline_copy: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A new, empty tracking store (a deleted mlflow.db, a new server): the register stage logs
     the DVC-tracked ONNX model again and ends with a servable production version, once."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{pipeline_run / 'new-store.db'}")
-    argv = ["--params", str(pipeline_run / "params.yaml")]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{pipeline_copy / 'new-store.db'}")
+    argv = ["--params", str(pipeline_copy / "params.yaml")]
     register.main(argv)
     settings = MlflowSettings()
     client = MlflowClient(settings.tracking_uri)
     production = client.get_model_version_by_alias(settings.model_name, settings.model_alias)
-    trained_run = json.loads((pipeline_run / "models/run.json").read_text())["run_id"]
+    trained_run = json.loads((pipeline_copy / "models/run.json").read_text())["run_id"]
     assert client.get_run(production.run_id).data.tags["relogged_from_run"] == trained_run
     # With the process's default registry elsewhere (an empty store), the version must still
     # come from the store it is asked of.
-    monkeypatch.setenv("MLFLOW_REGISTRY_URI", f"sqlite:///{pipeline_run / 'empty.db'}")
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", f"sqlite:///{pipeline_copy / 'empty.db'}")
     served = read_onnx_model(settings.model_name, production.version, settings.tracking_uri)
-    assert served == (pipeline_run / "models/model.onnx").read_bytes()
+    assert served == (pipeline_copy / "models/model.onnx").read_bytes()
     register.main(argv)  # a second `dvc repro`: nothing is logged or registered again
     assert len(client.search_model_versions(f"name = '{settings.model_name}'")) == 1
     experiment = client.get_run(production.run_id).info.experiment_id
@@ -242,27 +250,27 @@ def test_register_rebuilds_a_lost_registry_from_the_dvc_outputs(
 
 
 def test_evaluate_works_when_the_training_run_is_unknown_to_the_store(
-    pipeline_run: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    pipeline_copy: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """After `dvc pull` on another machine, or against a new server: evaluate logs to a run of
     its own (holding the model again), says so, and register registers from that run."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{pipeline_run / 'other-store.db'}")
-    argv = ["--params", str(pipeline_run / "params.yaml")]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{pipeline_copy / 'other-store.db'}")
+    argv = ["--params", str(pipeline_copy / "params.yaml")]
     evaluate.main(argv)
     assert "is not in this tracking store" in caplog.text
     register.main(argv)
     client = MlflowClient(MlflowSettings().tracking_uri)
     (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    trained_run = json.loads((pipeline_run / "models/run.json").read_text())["run_id"]
+    trained_run = json.loads((pipeline_copy / "models/run.json").read_text())["run_id"]
     assert run.data.tags["relogged_from_run"] == trained_run
     assert "test_accuracy" in run.data.metrics and "api_png_accuracy" in run.data.metrics
     production = client.get_model_version_by_alias("mnist-cnn", "production")
     assert production.run_id == run.info.run_id
 
 
-def test_register_refuses_metrics_of_another_model_file(pipeline_run: Path) -> None:
-    metrics_file = pipeline_run / "metrics/evaluate.json"
+def test_register_refuses_metrics_of_another_model_file(pipeline_copy: Path) -> None:
+    metrics_file = pipeline_copy / "metrics/evaluate.json"
     metrics = json.loads(metrics_file.read_text())
     metrics_file.write_text(json.dumps(metrics | {"onnx_sha256": "0" * 64}))
     with pytest.raises(SystemExit, match="run the evaluate stage on this model first"):
-        register.main(["--params", str(pipeline_run / "params.yaml")])
+        register.main(["--params", str(pipeline_copy / "params.yaml")])

@@ -1,7 +1,8 @@
 """The shared-server set-up of docker-compose.yml, for real and without Docker: PostgreSQL behind
-`mlflow server` (artifacts proxied by the server), the pipeline run against it, and two separate
-API processes that serve the same version, follow a promotion together, and log predictions and
-feedback to a database of their own on the same server (created by the compose file's job)."""
+`mlflow server` (artifacts proxied by the server), the pipeline run against it, the API (in this
+process) chosen by MLFLOW_TRACKING_URI alone, then two separate API processes that serve the
+same version, follow a promotion together, and log predictions and feedback to a database of
+their own on the same server (created by the compose file's job)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,9 @@ from mlflow.tracking import MlflowClient
 
 from bench.loadgen import Server, free_port, multipart, running
 from pipeline.registry import aliases as registry
-from tests.conftest import SEED_IMAGES, mlflow_server, run_pipeline, tiny_params
+from serving.app import create_app
+from serving.settings import ServingSettings
+from tests.conftest import SEED_IMAGES, mlflow_server, ready_client, run_pipeline, tiny_params
 from tests.postgres import PostgresUnavailable, postgres_bin, running_postgresql
 from tests.test_compose import env_example, interpolated
 
@@ -168,6 +171,11 @@ def test_two_apis_serve_and_follow_a_registry_on_postgresql(
     assert client.get_run(first.run_id).info.artifact_uri.startswith("mlflow-artifacts:")
     assert list(artifacts.rglob("*.onnx")), "the ONNX model is not in the server's artifact store"
     assert not {"mlartifacts", "mlruns", "mlflow.db"} & {path.name for path in workdir.iterdir()}
+    # The API in this process, against the server alone, serves that version.
+    with ready_client(create_app(ServingSettings(MLFLOW_TRACKING_URI=url))) as api:
+        assert api.get("/ready").status_code == 200
+        response = api.post("/predict", files={"file": ("7.png", SEVEN, "image/png")})
+        assert response.json()["model_version"] == str(first.version)
 
     with contextlib.ExitStack() as stack:
         apis = [stack.enter_context(api_process(url, predictions_store)) for _ in range(2)]

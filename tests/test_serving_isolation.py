@@ -1,4 +1,5 @@
-"""The API stands alone: no training code, no torch, installable with `pip install .[serve]`."""
+"""The API stands alone: no training code, no torch, installable as `.[serve]` (locked in
+requirements/serve.txt)."""
 
 from __future__ import annotations
 
@@ -49,25 +50,32 @@ def test_serving_a_prediction_loads_no_training_code(trained_registry: dict[str,
 def test_serve_extra_installs_and_serves_without_torch(
     trained_registry: dict[str, str], tmp_path: Path
 ) -> None:
-    """`pip install .[serve]` in a fresh virtual environment, then `python -m serving`."""
+    """`.[serve]` at its locked versions (requirements/serve.txt, with hashes, as the image
+    installs it) in a fresh virtual environment, then `python -m serving`."""
+    uv = Path(sys.executable).parent / "uv"  # `make setup` installs it (requirements/uv.txt)
+    assert uv.is_file(), f"{uv} is missing: run `make setup`"
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    subprocess.run([uv, "venv", "--quiet", "--python", sys.executable, venv], check=True,
+                   timeout=120)  # fmt: skip
     python = str(venv / "bin" / "python")
-    install = subprocess.run(
-        [python, "-m", "pip", "install", "--quiet", f"{PROJECT_ROOT}[serve]"],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert install.returncode == 0, install.stderr[-3000:]
+    requirements = PROJECT_ROOT / "requirements"
+    for arguments in (
+        ["--require-hashes", "-r", requirements / "serve.txt", "-r", requirements / "build.txt"],
+        ["--no-deps", "--no-build-isolation", PROJECT_ROOT],  # the package alone, as the image
+    ):
+        install = subprocess.run([uv, "pip", "install", "--quiet", "--python", python, *arguments],
+                                 capture_output=True, text=True, timeout=900)  # fmt: skip
+        assert install.returncode == 0, install.stderr[-3000:]
     missing = subprocess.run([python, "-c", "import torch"], capture_output=True, timeout=60)
     assert missing.returncode != 0  # torch is not installed there at all
 
     port = free_port()
     server = subprocess.Popen(
         [python, "-m", "serving", "--port", str(port)],
-        env={**os.environ, **trained_registry},
-        cwd=tmp_path,  # not the project folder: the installed package must be enough
+        # Not the project folder, nor a PYTHONPATH to it: the installed package must be enough.
+        env={name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
+        | trained_registry,
+        cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
