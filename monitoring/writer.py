@@ -85,9 +85,12 @@ class PredictionLog:
             self._store.close()
             self._store = None
 
+    def flush_soon(self) -> None:
+        """Wake the writer to write what is queued now, without waiting for it."""
+        self._wake.set()
+
     def wait_until_written(self, timeout: float = 10.0) -> None:
-        """Write what is queued now, and block until it is handled (feedback on a prediction
-        still in the queue, tests)."""
+        """Write what is queued now, and block until it is handled (tests, benchmarks)."""
         self._wake.set()
         with self._queue.all_tasks_done:
             self._queue.all_tasks_done.wait_for(lambda: not self._queue.unfinished_tasks, timeout)
