@@ -9,10 +9,20 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from monitoring.tables import Source, Status
+if TYPE_CHECKING:  # the tables import SQLAlchemy: the API loads it only once it listens
+    from monitoring.tables import Source, Status
+
+
+class UnknownPrediction(LookupError):
+    """No logged prediction has this id (never logged, or pruned)."""
+
+
+class AlreadyAnswered(Exception):
+    """This prediction has feedback already."""
 
 
 def utc_now() -> datetime:

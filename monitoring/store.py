@@ -31,6 +31,7 @@ from sqlalchemy.types import TypeDecorator
 
 from monitoring.records import (
     ALL_FEEDBACK,
+    AlreadyAnswered,
     DriftCheck,
     FeedbackFilter,
     FeedbackRow,
@@ -38,6 +39,7 @@ from monitoring.records import (
     PredictionRecord,
     PredictionWindow,
     StoredFeedback,
+    UnknownPrediction,
     utc_now,
 )
 from monitoring.tables import (
@@ -54,14 +56,6 @@ from monitoring.tables import (
     metadata,
     predictions,
 )
-
-
-class UnknownPrediction(LookupError):
-    pass
-
-
-class AlreadyAnswered(Exception):
-    pass
 
 
 class OutdatedStore(RuntimeError):

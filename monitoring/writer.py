@@ -13,11 +13,14 @@ import random
 import threading
 import time
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from monitoring.metrics import MonitoringMetrics
 from monitoring.records import PredictionRecord
 from monitoring.settings import MonitoringSettings
-from monitoring.store import Store, open_store
+
+if TYPE_CHECKING:  # SQLAlchemy: imported by the first `store()`, off the request path
+    from monitoring.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,8 @@ class PredictionLog:
         with self._lock:
             if self._store is None and time.monotonic() - self._failed_at > REOPEN_AFTER_SECONDS:
                 try:
+                    from monitoring.store import open_store
+
                     self._store = open_store(self.settings.store_url)
                     self.problem = None
                 except Exception as error:
@@ -66,6 +71,8 @@ class PredictionLog:
             self._queue.put_nowait(record)
         except queue.Full:
             self.metrics.log_dropped.labels("queue_full").inc()
+            return
+        self.metrics.log_queued.inc()
 
     def start(self) -> None:
         if self.enabled and self._thread is None:
@@ -121,6 +128,7 @@ class PredictionLog:
             if not batch:
                 return
             self._write(batch)
+            self.metrics.log_queued.dec(len(batch))
             for _ in batch:
                 self._queue.task_done()
 

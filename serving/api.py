@@ -7,14 +7,13 @@ event loop (`preprocess.py`) → hand the 28×28 image to the micro-batcher → 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import numpy as np
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, Response, UploadFile
 from fastapi.responses import JSONResponse
 
 from monitoring.records import PredictionRecord
-from monitoring.tables import Source
 from monitoring.writer import PredictionLog
 from serving.batching import MicroBatcher
 from serving.decode import UploadError
@@ -33,6 +32,9 @@ from serving.schemas import (
     Readiness,
 )
 from serving.settings import ServingSettings
+
+if TYPE_CHECKING:  # SQLAlchemy's tables: loaded with the store, after the socket listens
+    from monitoring.tables import Source
 
 ERRORS = {
     400: {"model": ErrorResponse, "description": "a body that cannot be parsed (bad multipart)"},

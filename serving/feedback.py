@@ -6,14 +6,22 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, HTTPException, Request
-from sqlalchemy.exc import SQLAlchemyError
 
-from monitoring.records import StoredFeedback, prediction_time, utc_now
-from monitoring.store import AlreadyAnswered, Store, UnknownPrediction
+from monitoring.records import (
+    AlreadyAnswered,
+    StoredFeedback,
+    UnknownPrediction,
+    prediction_time,
+    utc_now,
+)
 from serving.api import Service, ServiceDep
 from serving.schemas import ErrorResponse, FeedbackReceipt, FeedbackRequest
+
+if TYPE_CHECKING:
+    from monitoring.store import Store
 
 # A prediction is written by the writer of the worker that answered it, which may not be the
 # worker its feedback reaches, within that writer's flush interval (`MNIST_LOG_FLUSH_SECONDS`);
@@ -101,6 +109,8 @@ async def give_feedback(
     if store is None:
         why = service.prediction_log.problem or "the prediction log is off (MNIST_PREDICTION_LOG)"
         raise HTTPException(503, f"Feedback cannot be stored now: {why}.")
+    from sqlalchemy.exc import SQLAlchemyError  # imported by the store just opened: no cost
+
     try:
         stored = await _store_feedback(store, body, client_key(request), service)
     except UnknownPrediction:
