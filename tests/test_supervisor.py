@@ -156,6 +156,8 @@ def test_a_killed_worker_is_replaced_and_only_its_requests_in_flight_fail(
     assert answered <= rows + died <= answered + failed, (rows, died, load.outcomes)
     log = (tmp_path / "server.log").read_text()
     assert "predictions not yet written" in log or died == 0
+    # Two workers (and the replacement) opened the fresh store together: no race, no error.
+    assert "cannot be opened" not in log and "already exists" not in log, log
 
 
 def test_a_crash_loop_stops_the_server_and_says_why(model_env: dict, tmp_path: Path) -> None:
