@@ -5,10 +5,10 @@
 Each round starts, on 127.0.0.1 and one after the other, every variant with 2 workers and drives
 `/predict` with a 28×28 PNG from `wrk` at 32 connections (1 s warm-up, then `--seconds`):
 
-- `python -m serving` of this checkout;
-- `python -m serving` of the `--baseline` checkout, if given (an older commit's pool);
+- `python -m serving` of this checkout (gunicorn's arbiter, uvicorn workers, a socket each);
+- `python -m serving` of the `--baseline` checkout, if given (a08c526: its own SO_REUSEPORT pool);
 - `uvicorn --workers 2` (uvicorn's multiprocess supervisor, one shared socket);
-- gunicorn with uvicorn workers, one shared socket, and with `--reuse-port` (a socket each).
+- gunicorn with uvicorn workers and one shared socket (gunicorn's default).
 
 The machine is shared and noisy: the figures are the medians of `--repeat` rounds, and ratios
 are of medians taken in the same run. Servers are stopped at the end of each measurement.
@@ -50,7 +50,6 @@ def variants(python: str, baseline: Path | None) -> dict[str, tuple[list[str], d
         {"PYTHONPATH": here},
     )  # fmt: skip
     found["gunicorn, shared socket"] = (gunicorn, {"PYTHONPATH": here})
-    found["gunicorn --reuse-port"] = ([*gunicorn, "--reuse-port"], {"PYTHONPATH": here})
     return found
 
 

@@ -8,6 +8,11 @@ Every process opens the store through `open_store`, which upgrades it first: onc
 together on a fresh store neither race to create its tables nor log an error; the first one
 upgrades, the others find it at head. Nothing reads or writes the store before that.
 
+The API upgrades in a child process (`upgrade_in_child_process`): Alembic's `op` and `context`
+are process-wide, and MLflow runs Alembic too when it opens a SQLite registry, on another of
+the API's threads; two upgrades on two threads would run each other's operations (seen: a
+segmentation fault in SQLite).
+
 A store made before the schema was versioned has no `alembic_version` table: it is adopted at
 the revision its tables match (0001: probabilities as JSON; 0002: as float32 bytes), then
 upgraded in place like any other.
@@ -19,6 +24,8 @@ import argparse
 import contextlib
 import fcntl
 import logging
+import os
+import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -99,6 +106,24 @@ def upgrade(url: str) -> str:
         engine.dispose()
 
 
+def upgrade_in_child_process(url: str, timeout: float = 300) -> None:
+    """`upgrade(url)` in a process of its own (see above); raises RuntimeError with its error."""
+    done = subprocess.run(
+        [sys.executable, "-m", "monitoring.migrate", "upgrade"],
+        env={
+            **os.environ,
+            "MNIST_STORE_URL": url,
+        },  # not on the command line: it may hold a password
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
+        raise RuntimeError(lines[-1].removeprefix("error: "))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("action", choices=("upgrade", "current"))
@@ -107,7 +132,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     url = args.store or MonitoringSettings().store_url
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.action == "upgrade":
-        print(f"the prediction store is at revision {upgrade(url)} (head)")
+        try:
+            revision = upgrade(url)
+        except Exception as error:  # a sentence for the operator (and the API's log)
+            print(f"error: the prediction store cannot be upgraded: {error}", file=sys.stderr)
+            return 1
+        print(f"the prediction store is at revision {revision} (head)")
         return 0
     engine = create_engine(url)
     try:

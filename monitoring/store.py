@@ -69,10 +69,11 @@ def _set_sqlite_pragmas(connection: object, _: object) -> None:
     cursor.close()
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, upgraded: bool = False) -> Store:
     """The store behind a SQLAlchemy URL, created or upgraded to the current schema first
-    (`monitoring.migrate`)."""
-    upgrade(url)
+    (`monitoring.migrate`) unless the caller has just `upgraded` it."""
+    if not upgraded:
+        upgrade(url)
     engine = create_engine(url, pool_pre_ping=True)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _set_sqlite_pragmas)

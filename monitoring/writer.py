@@ -12,11 +12,11 @@ import queue
 import random
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from monitoring.metrics import MonitoringMetrics
-from monitoring.records import PredictionRecord
+from monitoring.records import PredictionRecord, utc_now
 from monitoring.settings import MonitoringSettings
 
 if TYPE_CHECKING:  # SQLAlchemy: imported by the first `store()`, off the request path
@@ -43,6 +43,8 @@ class PredictionLog:
         self._wake = threading.Event()  # set: flush now
         self._stopping = threading.Event()  # set: flush once more, then end
         self.problem: str | None = None
+        # When the store was first opened (UTC): predictions queued before wait until then.
+        self.opened_at: datetime | None = None
 
     def store(self) -> Store | None:
         """The open store, or None when the log is off or the store cannot be reached (then
@@ -53,9 +55,12 @@ class PredictionLog:
         with self._lock:
             if self._store is None and time.monotonic() - self._failed_at > REOPEN_AFTER_SECONDS:
                 try:
+                    from monitoring.migrate import upgrade_in_child_process
                     from monitoring.store import open_store
 
-                    self._store = open_store(self.settings.store_url)
+                    upgrade_in_child_process(self.settings.store_url)
+                    self._store = open_store(self.settings.store_url, upgraded=True)
+                    self.opened_at = self.opened_at or utc_now()
                     self.problem = None
                 except Exception as error:
                     self._failed_at = time.monotonic()
@@ -103,6 +108,7 @@ class PredictionLog:
             self._queue.all_tasks_done.wait_for(lambda: not self._queue.unfinished_tasks, timeout)
 
     def _run(self) -> None:
+        self.store()  # at once: opening (upgrading) a store may take seconds
         last_prune = -float("inf")
         while not self._stopping.is_set():
             # Sleep between flushes instead of waking at each queued prediction: a wake-up per

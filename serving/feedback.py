@@ -50,14 +50,14 @@ def client_key(request: Request) -> str:
 
 def written_by(prediction_id: str, service: Service) -> datetime | None:
     """When the prediction `prediction_id` names must be in the store if it was logged at all:
-    its id's time plus a writer's flush interval and slack. None for an id whose time is no
-    possible moment of a prediction still queued (an old, a pruned or a made-up id)."""
+    its id's time (or, if later, when the writers opened the store: this worker's stands for
+    all, which start together) plus a writer's flush interval and slack: past already for an
+    old or pruned id. None for what names no time, or one to come (made up)."""
     made = prediction_time(prediction_id)
-    if made is None:
-        return None
     window = timedelta(seconds=service.settings.log_flush_seconds + WRITE_SLACK_SECONDS)
-    now = utc_now()
-    return made + window if now - window <= made <= now + window else None
+    if made is None or made > utc_now() + window:  # from the future: made up
+        return None
+    return max(made, service.prediction_log.opened_at or made) + window
 
 
 def _check_budget(store: Store, client: str, service: Service) -> None:

@@ -69,18 +69,21 @@ class Lifespan:
 class StartingApp:
     """An ASGI app that builds the real one with `build` (on a thread) and then serves it.
 
-    `ready(app)` says whether the real app has a model (what `wait` waits for). `on_failure` is
-    called with the error when the real app cannot be built or started after the server already
-    listens (the worker then stops: what it would serve is broken)."""
+    `ready(app)` says whether the real app has a model (what `wait` waits for). `on_started(app)`
+    is called once the real app has started. `on_failure` is called with the error when the real
+    app cannot be built or started after the server already listens (the worker then stops:
+    what it would serve is broken)."""
 
     def __init__(
         self,
         build: Callable[[], ASGIApp],
         ready: Callable[[ASGIApp], bool],
         on_failure: Callable[[BaseException], None],
+        on_started: Callable[[ASGIApp], None] = lambda _: None,
         wait: bool = False,
     ) -> None:
-        self.build, self.ready, self.on_failure, self.wait = build, ready, on_failure, wait
+        self.build, self.ready, self.wait = build, ready, wait
+        self.on_failure, self.on_started = on_failure, on_started
         self.app: ASGIApp | None = None  # the real app, once its lifespan has started
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
@@ -104,6 +107,7 @@ class StartingApp:
         app = await asyncio.to_thread(self.build)
         lifespan = Lifespan(app)
         await lifespan.start()
+        self.on_started(app)
         while self.wait and not self.ready(app):
             await asyncio.sleep(WAIT_FOR_MODEL_POLL_SECONDS)
         self.app = app

@@ -6,8 +6,8 @@ than `MNIST_CRASH_LOOP_DEATHS` replacements within `MNIST_CRASH_LOOP_SECONDS` â€
 and says so rather than restarting them for ever. SIGTERM drains: the workers stop accepting,
 finish the requests in flight (within `MNIST_GRACEFUL_SECONDS`) and flush the prediction log.
 
-Each worker has a listening socket of its own (`SO_REUSEPORT`, gunicorn's `reuse_port`), so the
-kernel spreads connections evenly over them: with one shared socket, whichever worker is awake
+Each worker has a listening socket of its own (`SO_REUSEPORT`), so the kernel spreads
+connections evenly over them: with one shared socket, whichever worker is awake
 when a burst of connections arrives accepts most of them (`bench/README.md`, "process
 supervisors").
 
@@ -19,7 +19,6 @@ PROMETHEUS_MULTIPROC_DIR, and `/metrics` sums them (`serving.metrics.scrape`).
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import shutil
 import socket
@@ -38,13 +37,21 @@ from uvicorn_worker import UvicornWorker
 from serving.settings import ServingSettings
 from serving.starting import StartingApp
 
-log = logging.getLogger("serving")
-
 
 def _build_app() -> object:
+    """The worker's real app, with the process tuned for it (on `StartingApp`'s thread)."""
+    from serving import process
     from serving.app import create_app  # FastAPI, NumPyâ€¦: imported once the socket listens
 
-    return create_app(ServingSettings())
+    settings = ServingSettings()
+    process.tune(settings)
+    return create_app(settings)
+
+
+def _started(_: object) -> None:
+    from serving import process
+
+    process.freeze_what_is_loaded()
 
 
 def _model_checked(app: object) -> bool:
@@ -74,24 +81,31 @@ class Worker(UvicornWorker):
         return self.age > self.cfg.workers
 
     def init_process(self) -> None:
-        if self.replacement:
-            # gunicorn has just made this worker's sockets, listening: the kernel would send
-            # them connections while the model loads. Bound but not listening, they get none
-            # until uvicorn listens on them, once the model is loaded.
-            self.sockets = [_not_listening(listener.sock) for listener in self.sockets]
+        # A socket of its own, bound but not listening: the kernel sends it no connection until
+        # uvicorn listens on it, once the app has started (a replacement: once its model's first
+        # load has ended). A socket gunicorn made listening would receive connections at once.
+        self.sockets = [_not_listening(address) for address in self.cfg.address]
         super().init_process()
 
     def load_wsgi(self) -> None:
-        self.wsgi = StartingApp(_build_app, _model_checked, _stop_worker, wait=self.replacement)
+        self.wsgi = StartingApp(
+            _build_app, _model_checked, _stop_worker, on_started=_started, wait=self.replacement
+        )
 
 
-def _not_listening(listening: socket.socket) -> socket.socket:
-    bound = socket.socket(listening.family, socket.SOCK_STREAM)
+def _not_listening(address: tuple | str) -> socket.socket:
+    family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+    bound = socket.socket(family, socket.SOCK_STREAM)
     bound.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     bound.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    bound.bind(listening.getsockname())
-    listening.close()
+    bound.bind(address)
     return bound
+
+
+def when_ready(server: Arbiter) -> None:
+    # `reuse_port` kept the arbiter from listening itself (it has started: read no more);
+    # off, it does not make the workers listening sockets either: `Worker` makes its own.
+    server.cfg.set("reuse_port", False)
 
 
 class CrashLoop:
@@ -177,6 +191,7 @@ def serve(host: str, port: int, settings: ServingSettings, access_log: bool) -> 
         "accesslog": "-" if access_log else None,
         "loglevel": "info",
         "proc_name": "mnist-serving",
+        "when_ready": when_ready,
         "pre_fork": crash_loop.pre_fork,
         "child_exit": child_exit,
         # gunicorn's control socket (a file in the home directory) is not used here.

@@ -22,6 +22,7 @@ import pytest
 from bench.loadgen import free_port, multipart, post_picture, stop_group, wait_until_ready
 from monitoring.store import open_store
 from tests.conftest import SEED_IMAGES, download_production
+from tests.test_faults import eventually
 from tests.test_worker_metrics import scrape, total
 
 pytestmark = pytest.mark.slow
@@ -48,15 +49,6 @@ def server(env: dict[str, str], log: Path, workers: int = 2) -> Iterator[subproc
 
 def workers_of(process: subprocess.Popen) -> set[int]:
     return {child.pid for child in psutil.Process(process.pid).children()}
-
-
-def eventually(check, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.fixture(scope="module")
@@ -167,9 +159,8 @@ def test_a_crash_loop_stops_the_server_and_says_why(model_env: dict, tmp_path: P
     with server(env, log, workers=1) as process:
         wait_until_ready(f"{process.url}/ready", process, timeout=120, log=log)
         for _ in range(3):
-            (worker,) = eventually(lambda: len(workers_of(process)) == 1, 10) and workers_of(
-                process
-            )
+            assert eventually(lambda: len(workers_of(process)) == 1, 10)
+            (worker,) = workers_of(process)
             psutil.Process(worker).kill()
             eventually(lambda w=worker: w not in workers_of(process), 10)
         assert process.wait(timeout=30) != 0
