@@ -12,7 +12,9 @@ Counted by each worker (summed across workers in multiprocess mode):
   confirmed the answer.
 - `mnist_prediction_log_written_total`: predictions written to the store.
 - `mnist_prediction_log_dropped_total{reason}`: predictions not logged, `reason` `queue_full`
-  (the writer falls behind) or `store_error` (the store is down).
+  (the writer falls behind), `store_error` (the store is down) or `worker_died` (queued in a
+  worker that was killed before its writer wrote them: counted by the supervisor).
+- `mnist_prediction_log_queued`: predictions waiting in the live workers' queues.
 
 Read from the store at scrape time (the same for every worker, so no sum is needed):
 - `mnist_feedback_accuracy{model_version}`: share of feedback (rejected excluded) that confirmed
@@ -27,17 +29,25 @@ The API's existing metrics (`serving/metrics.py`) keep their names: `mnist_http_
 
 from __future__ import annotations
 
+import functools
 import logging
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from monitoring.store import Store
+if TYPE_CHECKING:  # SQLAlchemy: imported only once the store is opened
+    from monitoring.store import Store
 
 log = logging.getLogger(__name__)
 
+DROP_REASONS = ("queue_full", "store_error", "worker_died")
+QUEUED = "mnist_prediction_log_queued"
 CONFIDENCE_BUCKETS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 1)
 
 
@@ -81,8 +91,14 @@ class MonitoringMetrics:
         )
         # Known label values start at 0, so that a rate or a share reads 0 rather than "no
         # data" until the first event (Prometheus' advice on labels).
-        for reason in ("queue_full", "store_error"):
+        for reason in DROP_REASONS:
             self.log_dropped.labels(reason)
+        self.log_queued = Gauge(
+            QUEUED,
+            "Predictions waiting in the writers' queues",
+            registry=registry,
+            multiprocess_mode="livesum",  # a dead worker's leave with it (see below)
+        )
 
     def observe(self, model_version: str, digit: int, confidence: float, uncertain: bool,
                 source: str) -> None:  # fmt: skip
@@ -91,6 +107,40 @@ class MonitoringMetrics:
         flagged = self.uncertain.labels(model_version)  # 0 until the first uncertain answer
         if uncertain:
             flagged.inc()
+
+
+@functools.cache
+def _dropped_by_dead_workers() -> Counter:
+    # The supervisor's own counter: in multiprocess mode a file of its own that every worker's
+    # scrape sums with theirs.
+    counter = Counter("mnist_prediction_log_dropped", "Predictions not logged", ["reason"],
+                      registry=CollectorRegistry())  # fmt: skip
+    return counter.labels("worker_died")
+
+
+def count_unwritten_of_dead_worker(directory: Path, pid: int) -> int:
+    """Count and log the predictions a worker that ended (`pid`) still held in its queue, read
+    from its gauge file in the multiprocess `directory` before that file is removed. A worker
+    that stopped on SIGTERM flushed its queue (0); one that was killed lost them."""
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    found = directory / f"gauge_livesum_{pid}.db"
+    if not found.exists():
+        return 0
+    with tempfile.TemporaryDirectory() as alone:  # the collector reads a whole directory
+        shutil.copy(found, alone)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=alone)
+        unwritten = int(registry.get_sample_value(QUEUED) or 0)
+    if unwritten > 0:
+        log.error(
+            "A worker (pid %d) ended with %d predictions not yet written to the store: they are "
+            'lost, and counted in mnist_prediction_log_dropped_total{reason="worker_died"}',
+            pid,
+            unwritten,
+        )
+        _dropped_by_dead_workers().inc(unwritten)
+    return unwritten
 
 
 class StoreCollector(Collector):

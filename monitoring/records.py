@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import hashlib
 import os
+import string
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from monitoring.tables import Source, Status
+if TYPE_CHECKING:  # the tables import SQLAlchemy: the API loads it only once it listens
+    from monitoring.tables import Source, Status
+
+
+class UnknownPrediction(LookupError):
+    """No logged prediction has this id (never logged, or pruned)."""
+
+
+class AlreadyAnswered(Exception):
+    """This prediction has feedback already."""
 
 
 def utc_now() -> datetime:
@@ -38,6 +49,17 @@ def new_prediction_id() -> str:
     value = value & ~(0xF << 76) | 0x7 << 76  # version 7
     value = value & ~(0x3 << 62) | 0x2 << 62  # variant: RFC 9562
     return f"{value:032x}"
+
+
+def prediction_time(prediction_id: str) -> datetime | None:
+    """When an id of `new_prediction_id` was made (its first 48 bits: Unix milliseconds), or
+    None for what is not 32 hex digits or names no possible time."""
+    if len(prediction_id) != 32 or not all(c in string.hexdigits for c in prediction_id):
+        return None
+    try:
+        return datetime.fromtimestamp(int(prediction_id[:12], 16) / 1000, UTC)
+    except (OverflowError, ValueError, OSError):  # past the year 9999
+        return None
 
 
 @dataclass(frozen=True, slots=True)

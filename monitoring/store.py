@@ -21,16 +21,16 @@ from sqlalchemy import (
     exists,
     func,
     insert,
-    inspect,
     select,
     update,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.types import TypeDecorator
 
 from mnist_core.labels import LABELS, label_code
+from monitoring.migrate import upgrade
 from monitoring.records import (
     ALL_FEEDBACK,
+    AlreadyAnswered,
     DriftCheck,
     FeedbackFilter,
     FeedbackRow,
@@ -38,6 +38,7 @@ from monitoring.records import (
     PredictionRecord,
     PredictionWindow,
     StoredFeedback,
+    UnknownPrediction,
     input_hash,
     utc_now,
 )
@@ -50,37 +51,8 @@ from monitoring.tables import (
     encode_pixels,
     encode_probabilities,
     feedback,
-    metadata,
     predictions,
 )
-
-
-class UnknownPrediction(LookupError):
-    pass
-
-
-class AlreadyAnswered(Exception):
-    pass
-
-
-class OutdatedStore(RuntimeError):
-    """The tables exist but are not the ones this version writes (`create_all` alters none)."""
-
-
-def check_tables(engine: Engine) -> None:
-    """Refuse tables whose columns differ from `monitoring.tables` (made by an older version),
-    saying what to do, rather than writing rows they cannot hold."""
-    found = inspect(engine)
-    for table in metadata.sorted_tables:
-        columns = {column["name"]: column["type"] for column in found.get_columns(table.name)}
-        for column in table.columns:
-            expected = column.type.impl if isinstance(column.type, TypeDecorator) else column.type
-            if not isinstance(columns.get(column.name), type(expected)):
-                raise OutdatedStore(
-                    f"the prediction store's column {table.name}.{column.name} is "
-                    f"{columns.get(column.name, 'missing')}, not {expected}: it was made by an "
-                    "older version. Move it aside (or drop its tables) and the API makes new ones."
-                )
 
 
 def _set_sqlite_pragmas(connection: object, _: object) -> None:
@@ -96,13 +68,14 @@ def _set_sqlite_pragmas(connection: object, _: object) -> None:
     cursor.close()
 
 
-def open_store(url: str) -> Store:
-    """The store behind a SQLAlchemy URL, its tables created if missing."""
+def open_store(url: str, upgraded: bool = False) -> Store:
+    """The store behind a SQLAlchemy URL, created or upgraded to the current schema first
+    (`monitoring.migrate`) unless the caller has just `upgraded` it."""
+    if not upgraded:
+        upgrade(url)
     engine = create_engine(url, pool_pre_ping=True)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _set_sqlite_pragmas)
-    metadata.create_all(engine)
-    check_tables(engine)
     return Store(engine)
 
 

@@ -12,12 +12,15 @@ import queue
 import random
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from monitoring.model_metrics import MonitoringMetrics
-from monitoring.records import PredictionRecord
+from monitoring.records import PredictionRecord, utc_now
 from monitoring.settings import MonitoringSettings
-from monitoring.store import Store, open_store
+
+if TYPE_CHECKING:  # SQLAlchemy: imported by the first `store()`, off the request path
+    from monitoring.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,8 @@ class PredictionLog:
         self._wake = threading.Event()  # set: flush now
         self._stopping = threading.Event()  # set: flush once more, then end
         self.problem: str | None = None
+        # When the store was first opened (UTC): predictions queued before wait until then.
+        self.opened_at: datetime | None = None
 
     def store(self) -> Store | None:
         """The open store, or None when the log is off or the store cannot be reached (then
@@ -50,7 +55,12 @@ class PredictionLog:
         with self._lock:
             if self._store is None and time.monotonic() - self._failed_at > REOPEN_AFTER_SECONDS:
                 try:
-                    self._store = open_store(self.settings.store_url)
+                    from monitoring.migrate import upgrade_in_child_process
+                    from monitoring.store import open_store
+
+                    upgrade_in_child_process(self.settings.store_url)
+                    self._store = open_store(self.settings.store_url, upgraded=True)
+                    self.opened_at = self.opened_at or utc_now()
                     self.problem = None
                 except Exception as error:
                     self._failed_at = time.monotonic()
@@ -66,6 +76,8 @@ class PredictionLog:
             self._queue.put_nowait(record)
         except queue.Full:
             self.metrics.log_dropped.labels("queue_full").inc()
+            return
+        self.metrics.log_queued.inc()
 
     def start(self) -> None:
         if self.enabled and self._thread is None:
@@ -85,14 +97,18 @@ class PredictionLog:
             self._store.close()
             self._store = None
 
+    def flush_soon(self) -> None:
+        """Wake the writer to write what is queued now, without waiting for it."""
+        self._wake.set()
+
     def wait_until_written(self, timeout: float = 10.0) -> None:
-        """Write what is queued now, and block until it is handled (feedback on a prediction
-        still in the queue, tests)."""
+        """Write what is queued now, and block until it is handled (tests, benchmarks)."""
         self._wake.set()
         with self._queue.all_tasks_done:
             self._queue.all_tasks_done.wait_for(lambda: not self._queue.unfinished_tasks, timeout)
 
     def _run(self) -> None:
+        self.store()  # at once: opening (upgrading) a store may take seconds
         last_prune = -float("inf")
         while not self._stopping.is_set():
             # Sleep between flushes instead of waking at each queued prediction: a wake-up per
@@ -118,6 +134,7 @@ class PredictionLog:
             if not batch:
                 return
             self._write(batch)
+            self.metrics.log_queued.dec(len(batch))
             for _ in batch:
                 self._queue.task_done()
 

@@ -1,27 +1,26 @@
 """The HTTP endpoints: health, readiness, model info, predictions.
 
 A prediction request reads top to bottom: read the upload → decode and preprocess it off the
-event loop (`preprocess.py`) → hand the 28×28 image to the micro-batcher → ONNX Runtime → respond.
+event loop (`decode_pool.py`) → hand the 28×28 image to the micro-batcher → ONNX Runtime → respond.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import numpy as np
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, Response, UploadFile
 from fastapi.responses import JSONResponse
 
 from monitoring.records import PredictionRecord
-from monitoring.tables import Source
 from monitoring.writer import PredictionLog
 from serving.batching import MicroBatcher
 from serving.decode import UploadError
+from serving.decode_pool import DecodePool
 from serving.limits import human_size
 from serving.metrics import ServiceMetrics
 from serving.model_store import ModelStore, ServedModel
-from serving.preprocess import Preprocessor
 from serving.schemas import (
     BatchItem,
     BatchPrediction,
@@ -33,6 +32,9 @@ from serving.schemas import (
     Readiness,
 )
 from serving.settings import ServingSettings
+
+if TYPE_CHECKING:  # SQLAlchemy's tables: loaded with the store, after the socket listens
+    from monitoring.tables import Source
 
 ERRORS = {
     400: {"model": ErrorResponse, "description": "a body that cannot be parsed (bad multipart)"},
@@ -56,7 +58,7 @@ class Service:
     store: ModelStore
     metrics: ServiceMetrics
     batcher: MicroBatcher
-    preprocessor: Preprocessor
+    decode_pool: DecodePool
     prediction_log: PredictionLog
 
 
@@ -201,7 +203,7 @@ async def predict(
 ) -> Prediction:
     """Classify one uploaded picture of a digit."""
     with service.batcher.arriving():
-        pixels = await service.preprocessor.upload(await read_upload(file, service.settings))
+        pixels = await service.decode_pool.upload(await read_upload(file, service.settings))
     probabilities = await service.batcher.infer(served.classifier, pixels[np.newaxis])
     prediction = logged(respond(probabilities[0], served, service), pixels, source, service)
     response.headers["X-Prediction-Id"] = prediction.prediction_id
@@ -228,7 +230,7 @@ async def predict_batch(
                 uploads.append(await read_upload(upload, service.settings))
             except UploadError as error:
                 uploads.append(error)
-        outcomes = await service.preprocessor.uploads(uploads)
+        outcomes = await service.decode_pool.uploads(uploads)
     good = [pixels for pixels in outcomes if isinstance(pixels, np.ndarray)]
     rows = iter(await service.batcher.infer(served.classifier, np.stack(good)) if good else [])
     images = iter(good)
@@ -254,7 +256,7 @@ async def predict_pixels(
 ) -> Prediction:
     """Classify a picture sent as rows of grey levels (0-255)."""
     with service.batcher.arriving():
-        pixels = await service.preprocessor.grey_levels(body.pixels)
+        pixels = await service.decode_pool.grey_levels(body.pixels)
     probabilities = await service.batcher.infer(served.classifier, pixels[np.newaxis])
     prediction = logged(respond(probabilities[0], served, service), pixels, "pixels", service)
     response.headers["X-Prediction-Id"] = prediction.prediction_id

@@ -1,11 +1,14 @@
-"""The app factory: model loading and registry polling in the lifespan, errors as sentences."""
+"""The app factory: model loading and registry polling in the lifespan, errors as sentences.
+
+`create_app` is pure: settings in, app out. What a server process tunes for all its apps (the
+upload spool, MLflow's limits in the environment, the garbage collector) is done once by the
+server's entry point (`serving.process`), never here: two apps in one process (tests) do not
+change each other."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,7 +19,6 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
-from starlette.formparsers import MultiPartParser
 from swagger_ui_bundle import swagger_ui_path
 
 from monitoring.model_metrics import StoreCollector
@@ -24,19 +26,15 @@ from monitoring.writer import PredictionLog
 from serving.api import Service, router
 from serving.batching import MicroBatcher
 from serving.decode import UploadError
+from serving.decode_pool import DecodePool
 from serving.feedback_api import router as feedback_router
-from serving.limits import BodySizeLimit
+from serving.limits import MULTIPART_OVERHEAD, BodySizeLimit, body_limit
 from serving.metrics import RequestMetrics, ServiceMetrics, scrape
 from serving.model_store import ModelStore
-from serving.preprocess import Preprocessor
-from serving.schemas import MAX_PIXEL_SIDE
 from serving.settings import ServingSettings
 
 STATIC_DIR = Path(__file__).parent / "static"
-MULTIPART_OVERHEAD = 64 * 1024
 MAX_ERRORS_SHOWN = 3
-# `/predict/pixels`: 512 rows of 512 grey levels written as "255, " fit in this many bytes.
-PIXELS_BODY_LIMIT = MAX_PIXEL_SIDE**2 * 5 + 4096
 
 
 def _validation_message(error: RequestValidationError) -> str:
@@ -92,18 +90,13 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        os.environ.update(settings.registry_limits())  # read by MLflow at every request
         if settings.model_path is not None:
             store.refresh()  # a local file: quick, and one that cannot be loaded stops the start
         await batcher.start()
-        prediction_log.start()
+        prediction_log.start()  # opens the store at once, on its own thread
         # The first load from the registry and the polling run in the background: the socket
         # opens at once, `/health` answers, and `/ready` says why it is not ready yet.
         poller = asyncio.create_task(store.poll())
-        # Everything loaded so far (MLflow, FastAPI) lives as long as the process: freezing it
-        # spares the garbage collector from scanning it on every full collection, which
-        # otherwise stalls requests for tens of milliseconds under load.
-        gc.freeze()
         yield
         poller.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -125,9 +118,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         store,
         metrics,
         batcher,
-        Preprocessor(
-            settings.max_image_pixels, settings.decode_threads, settings.max_pending_pixels
-        ),
+        DecodePool(settings.max_image_pixels, settings.decode_threads, settings.max_pending_pixels),
         prediction_log,
     )
     _install_error_handlers(app)
@@ -136,23 +127,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
 
-    batch_limit = settings.max_upload_bytes * settings.max_batch_files
-    app.add_middleware(
-        BodySizeLimit,
-        limit_for=lambda path: (
-            batch_limit
-            if path.endswith("/batch")
-            else PIXELS_BODY_LIMIT
-            if path.endswith("/pixels")
-            else settings.max_upload_bytes
-        ),
-        slack=MULTIPART_OVERHEAD,
-    )
-    # Starlette spools an upload over 1 MB to a temporary file. Bodies are capped above, so a
-    # spool this size keeps every upload in memory: nothing a client sends touches the disk.
-    MultiPartParser.spool_max_size = max(
-        MultiPartParser.spool_max_size, batch_limit + MULTIPART_OVERHEAD
-    )
+    app.add_middleware(BodySizeLimit, limit_for=body_limit(settings), slack=MULTIPART_OVERHEAD)
 
     if origins := settings.cors_origins.replace(",", " ").split():
         app.add_middleware(

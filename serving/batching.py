@@ -23,12 +23,15 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mnist_core.classifier import DigitClassifier
 from serving.decode import UploadError
 from serving.metrics import ServiceMetrics
+
+if TYPE_CHECKING:  # ONNX Runtime: loaded with the model, after the socket listens
+    from mnist_core.classifier import DigitClassifier
 
 log = logging.getLogger(__name__)
 

@@ -5,18 +5,30 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, HTTPException, Request
-from sqlalchemy.exc import SQLAlchemyError
 
-from monitoring.records import StoredFeedback, utc_now
-from monitoring.store import AlreadyAnswered, Store, UnknownPrediction
+from monitoring.records import (
+    AlreadyAnswered,
+    StoredFeedback,
+    UnknownPrediction,
+    prediction_time,
+    utc_now,
+)
 from serving.api import Service, ServiceDep
 from serving.schemas import ErrorResponse, FeedbackReceipt, FeedbackRequest
 
-# How long a prediction may still be in the log's queue when its feedback arrives.
-QUEUED_WRITE_SECONDS = 5.0
+if TYPE_CHECKING:
+    from monitoring.store import Store
+
+# A prediction is written by the writer of the worker that answered it, which may not be the
+# worker its feedback reaches, within that writer's flush interval (`MNIST_LOG_FLUSH_SECONDS`);
+# this much longer is allowed for a writer that is busy or slow.
+WRITE_SLACK_SECONDS = 5.0
+FIRST_RETRY_SECONDS = 0.02
+LONGEST_RETRY_SECONDS = 0.25
 
 FEEDBACK_ERRORS = {
     400: {"model": ErrorResponse, "description": "a body that cannot be parsed as JSON"},
@@ -36,9 +48,19 @@ def client_key(request: Request) -> str:
     return hashlib.sha256(f"mnist-feedback:{address}".encode()).hexdigest()
 
 
-def _store_feedback(
-    store: Store, body: FeedbackRequest, client: str, service: Service
-) -> StoredFeedback:
+def written_by(prediction_id: str, service: Service) -> datetime | None:
+    """When the prediction `prediction_id` names must be in the store if it was logged at all:
+    its id's time (or, if later, when the writers opened the store: this worker's stands for
+    all, which start together) plus a writer's flush interval and slack: past already for an
+    old or pruned id. None for what names no time, or one to come (made up)."""
+    made = prediction_time(prediction_id)
+    window = timedelta(seconds=service.settings.log_flush_seconds + WRITE_SLACK_SECONDS)
+    if made is None or made > utc_now() + window:  # from the future: made up
+        return None
+    return max(made, service.prediction_log.opened_at or made) + window
+
+
+def _check_budget(store: Store, client: str, service: Service) -> None:
     budget = service.settings.feedback_per_hour
     if store.feedback_count_since(client, utc_now() - timedelta(hours=1)) >= budget:
         raise HTTPException(
@@ -47,13 +69,28 @@ def _store_feedback(
             "Thank you; please try again later.",
             headers={"Retry-After": "3600"},
         )
-    try:
-        return store.add_feedback(body.prediction_id, body.label, client)
-    except UnknownPrediction:
-        pass
-    # The prediction may still wait in the log's queue: let the writer catch up, then retry.
-    service.prediction_log.wait_until_written(QUEUED_WRITE_SECONDS)
-    return store.add_feedback(body.prediction_id, body.label, client)
+
+
+async def _store_feedback(
+    store: Store, body: FeedbackRequest, client: str, service: Service
+) -> StoredFeedback:
+    """Store the feedback once its prediction is in the store. A prediction answered a moment
+    ago may still wait in a writer's queue, this worker's or another's: it is looked for again,
+    on the event loop's time and no thread's, until its writer must have written it."""
+    await asyncio.to_thread(_check_budget, store, client, service)
+    deadline, delay = written_by(body.prediction_id, service), FIRST_RETRY_SECONDS
+    while True:
+        try:
+            return await asyncio.to_thread(
+                store.add_feedback, body.prediction_id, body.label, client
+            )
+        except UnknownPrediction:
+            left = (deadline - utc_now()).total_seconds() if deadline else 0.0
+            if left <= 0:
+                raise
+        service.prediction_log.flush_soon()  # in case it waits in this worker's queue
+        await asyncio.sleep(min(delay, left))
+        delay = min(2 * delay, LONGEST_RETRY_SECONDS)
 
 
 @router.post(
@@ -72,8 +109,10 @@ async def give_feedback(
     if store is None:
         why = service.prediction_log.problem or "the prediction log is off (MNIST_PREDICTION_LOG)"
         raise HTTPException(503, f"Feedback cannot be stored now: {why}.")
+    from sqlalchemy.exc import SQLAlchemyError  # imported by the store just opened: no cost
+
     try:
-        stored = await asyncio.to_thread(_store_feedback, store, body, client_key(request), service)
+        stored = await _store_feedback(store, body, client_key(request), service)
     except UnknownPrediction:
         raise HTTPException(
             404,

@@ -7,12 +7,35 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from serving.schemas import MAX_PIXEL_SIDE
+from serving.settings import ServingSettings
+
+MULTIPART_OVERHEAD = 64 * 1024
+# `/predict/pixels`: 512 rows of 512 grey levels written as "255, " fit in this many bytes.
+PIXELS_BODY_LIMIT = MAX_PIXEL_SIDE**2 * 5 + 4096
+
 
 def human_size(size: int) -> str:
     """A byte count as people write limits: `5 MB`, `4 KB` (binary units)."""
     if size >= 2**20:
         return f"{size / 2**20:.4g} MB"
     return f"{size / 2**10:.4g} KB"
+
+
+def batch_body_limit(settings: ServingSettings) -> int:
+    """The largest body of `/predict/batch`: its files at their largest, multipart aside."""
+    return settings.max_upload_bytes * settings.max_batch_files
+
+
+def body_limit(settings: ServingSettings) -> Callable[[str], int]:
+    """Each route's body limit, by the request's path."""
+
+    def limit_for(path: str) -> int:
+        if path.endswith("/batch"):
+            return batch_body_limit(settings)
+        return PIXELS_BODY_LIMIT if path.endswith("/pixels") else settings.max_upload_bytes
+
+    return limit_for
 
 
 class BodyTooLarge(Exception):

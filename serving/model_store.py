@@ -1,5 +1,9 @@
 """The served model: loaded from the registry alias as ONNX, swapped when the alias moves; or,
-with `MNIST_MODEL_PATH`, one local model file loaded once (a model baked into an image)."""
+with `MNIST_MODEL_PATH`, one local model file loaded once (a model baked into an image).
+
+MLflow and ONNX Runtime (seconds of imports) are imported by the first load, on the store's own
+thread, so that the server's socket listens and `/health` answers before they are.
+"""
 
 from __future__ import annotations
 
@@ -13,14 +17,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import mlflow
 import yaml
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 
-from mnist_core.classifier import DigitClassifier, default_threads
 from serving.settings import ServingSettings
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+    from mnist_core.classifier import DigitClassifier
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +66,9 @@ def read_onnx_model(name: str, version: str, tracking_uri: str) -> bytes:
     """The ONNX file (the `onnx` flavor) of a registered model version, read into memory."""
     # The version's own artifact location, asked of this registry: a `models:/` URI would be
     # resolved by MLflow against the process's global registry, whatever `registry_uri` says.
+    import mlflow.artifacts
+    from mlflow.tracking import MlflowClient
+
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     model_uri = client.get_model_version_download_uri(name, version)
     with tempfile.TemporaryDirectory(prefix="mnist-model-") as directory:
@@ -110,10 +119,14 @@ class ModelStore:
     @functools.cached_property
     def _client(self) -> MlflowClient:
         # The registry is the tracking store: named, so a process-wide default cannot override it.
+        from mlflow.tracking import MlflowClient
+
         uri = self.settings.tracking_uri
         return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
     def _classifier(self, onnx_model: bytes) -> DigitClassifier:
+        from mnist_core.classifier import DigitClassifier, default_threads
+
         threads = self.settings.inference_threads or default_threads(self.settings.workers)
         return DigitClassifier(onnx_model, threads=threads)
 
@@ -159,6 +172,8 @@ class ModelStore:
             self.checked.set()
 
     def _refresh(self) -> bool:
+        from mlflow.exceptions import MlflowException
+
         if self.settings.model_path is not None:
             return self.current is None and self._load_file(self.settings.model_path)
         name, alias = self.settings.model_name, self.settings.model_alias

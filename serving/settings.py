@@ -80,6 +80,15 @@ class ServingSettings(MlflowSettings, MonitoringSettings):
     # Threads per worker that decode and preprocess uploads (off the event loop).
     decode_threads: int = Field(default=4, gt=0, validation_alias="MNIST_DECODE_THREADS")
 
+    # The supervisor (`serving.workers`): more than `crash_loop_deaths` workers replaced within
+    # `crash_loop_seconds` stop the server; SIGTERM lets requests in flight finish for at most
+    # `graceful_seconds`.
+    crash_loop_deaths: int = Field(default=5, ge=0, validation_alias="MNIST_CRASH_LOOP_DEATHS")
+    crash_loop_seconds: float = Field(
+        default=60.0, gt=0, validation_alias="MNIST_CRASH_LOOP_SECONDS"
+    )
+    graceful_seconds: int = Field(default=30, gt=0, validation_alias="MNIST_GRACEFUL_SECONDS")
+
     def registry_limits(self) -> dict[str, str]:
         """MLflow's environment variables that bound its HTTP retries and timeouts."""
         return {

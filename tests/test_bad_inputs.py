@@ -158,12 +158,12 @@ def test_a_full_pending_budget_answers_503_with_retry_after(
     """Large pictures beyond the pending-pixels budget are refused at once, not queued."""
     settings = ServingSettings(**trained_registry, MNIST_MAX_PENDING_PIXELS=100_000)
     with ready_client(create_app(settings)) as small_budget:
-        preprocessor = small_budget.app.state.service.preprocessor
-        preprocessor.pending = 90_000  # as if another large picture were being decoded
+        decode_pool = small_budget.app.state.service.decode_pool
+        decode_pool.pending = 90_000  # as if another large picture were being decoded
         response = small_budget.post("/predict", files={"file": ("7.png", SEVEN)})
         assert response.status_code == 503 and response.headers["Retry-After"] == "1"
         assert "busy" in response.json()["detail"]
-        preprocessor.pending = 0
+        decode_pool.pending = 0
         assert small_budget.post("/predict", files={"file": ("7.png", SEVEN)}).status_code == 200
 
 

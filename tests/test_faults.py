@@ -21,6 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from bench.loadgen import free_port
 from pipeline.registry.aliases import promote
+from serving import process
 from serving.app import create_app
 from serving.settings import ServingSettings
 from tests.conftest import SEED_IMAGES, mlflow_server, ready_client
@@ -97,11 +98,14 @@ def test_deleted_alias_keeps_serving_and_says_so(registry_copy: dict[str, str]) 
 
 @pytest.mark.slow
 def test_registry_down_at_start_then_up_without_restart(
-    registry_copy: dict[str, str], tmp_path: Path
+    registry_copy: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     settings = ServingSettings(MLFLOW_TRACKING_URI=url, MNIST_POLL_SECONDS=0.2)
+    for name in settings.registry_limits():  # restored after the test
+        monkeypatch.setenv(name, "")
+    process.tune(settings)  # MLflow's bounded retries, as each worker of `python -m serving`
     with ready_client(create_app(settings)) as client:
         assert client.get("/health").status_code == 200
         assert eventually(
@@ -139,9 +143,13 @@ def test_health_answers_at_once_whatever_the_registry_does(
         if name.startswith("MLFLOW_HTTP_REQUEST_"):
             monkeypatch.delenv(name)
     with registry() as url:
+        settings = ServingSettings(MLFLOW_TRACKING_URI=url)
+        for name in settings.registry_limits():  # restored after the test
+            monkeypatch.setenv(name, "")
+        process.tune(settings)  # as each worker of `python -m serving` does
         port = free_port()
         config = uvicorn.Config(
-            create_app(ServingSettings(MLFLOW_TRACKING_URI=url)),
+            create_app(settings),
             host="127.0.0.1",
             port=port,
             log_level="warning",

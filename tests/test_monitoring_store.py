@@ -18,7 +18,6 @@ from monitoring.model_metrics import StoreCollector
 from monitoring.records import FeedbackFilter, PredictionRecord, input_hash, new_prediction_id
 from monitoring.store import (
     AlreadyAnswered,
-    OutdatedStore,
     PredictionInsert,
     Store,
     UnknownPrediction,
@@ -189,20 +188,3 @@ def test_prediction_ids_are_unique_uuid7s_in_time_order() -> None:
     assert later > max(first)
     milliseconds = int(later[:12], 16)
     assert abs(milliseconds / 1000 - time.time()) < 5
-
-
-def test_a_store_made_by_an_older_version_is_refused_with_what_to_do(tmp_path: Path) -> None:
-    """`create_all` alters no existing table: a log whose probabilities are JSON (the first
-    version's) must not be written into as if it held bytes."""
-    url = f"sqlite:///{tmp_path / 'old.db'}"
-    old = open_store(url)
-    with old.engine.begin() as connection:
-        connection.exec_driver_sql("DROP TABLE predictions")
-        connection.exec_driver_sql(
-            "CREATE TABLE predictions (id VARCHAR(32) PRIMARY KEY, created_at DATETIME, "
-            "model_version VARCHAR(80), source VARCHAR(16), pixels BLOB, digit SMALLINT, "
-            "probabilities JSON, uncertain BOOLEAN)"
-        )
-    old.close()
-    with pytest.raises(OutdatedStore, match=r"predictions\.probabilities is JSON.*Move it aside"):
-        open_store(url)

@@ -43,12 +43,14 @@ def total(text: str, name: str, **labels: str) -> float:
 def worker_counts(server: Server) -> list[str]:
     """Each worker's own counters, read from its file alone in the shared metrics directory
     (`counter_<pid>.db`, one per worker process)."""
+    # The workers' own files, open in them (forked workers' /proc environ is the server's at
+    # its start, without the directory the server made for them).
     children = psutil.Process(server.process.pid).children()
-    environments = [child.environ() for child in children]
     directory = next(
-        Path(env["PROMETHEUS_MULTIPROC_DIR"])
-        for env in environments
-        if "PROMETHEUS_MULTIPROC_DIR" in env
+        Path(file.path).parent
+        for child in children
+        for file in child.open_files()
+        if Path(file.path).name.startswith("counter_")
     )
     texts = []
     for counters in sorted(directory.glob("counter_*.db")):

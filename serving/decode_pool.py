@@ -39,7 +39,7 @@ def _grey_levels_to_mnist(rows: list[list[int]]) -> np.ndarray:
         return grey_levels_to_mnist(np.asarray(rows, dtype=np.uint8))
 
 
-class Preprocessor:
+class DecodePool:
     """Runs the CPU work of requests on at most `threads` threads of this process, and admits
     pictures only while the pixels waiting to be decoded stay within a budget: past it a request
     is refused at once with 503 and `Retry-After` rather than queued (a small picture is always

@@ -1,0 +1,1 @@
+"""The prediction store's Alembic migrations (`python -m monitoring.migrate`)."""
