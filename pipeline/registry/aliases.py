@@ -2,7 +2,9 @@
 
 Promotion moves the `production` alias (MLflow 3 replaced stages with aliases) and leaves the
 version it replaces under the `previous` alias, which `rollback` returns to. Who promoted a
-version, when, why and from which version is recorded on it (tags `promoted_*`).
+version, when, why and from which version is recorded on it (tags `promoted_*`). A person's move
+marks the version it leaves demoted (`pipeline.registry.demotion`), so that the register stage
+does not undo it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mnist_core.settings import MlflowSettings
+from pipeline.registry.demotion import clear_demotion, demotion_of, mark_demoted
 
 
 class RegistryError(RuntimeError):
@@ -77,22 +80,36 @@ def promote(
     version: str,
     reason: str = "promoted by hand",
     by: str | None = None,
+    *,
+    automatic: bool = False,
 ) -> ModelVersion:
     """Point the serving alias at `version`; the version it leaves keeps the `previous` alias.
-    The move is recorded on `version` (`by` defaults to the user running this)."""
+    The move is recorded on `version` (`by` defaults to the user running this).
+
+    A person's move (`automatic` False) marks the version it leaves demoted and clears the mark
+    on `version`. The register stage's (`automatic`) never moves to a demoted version."""
     name = settings.model_name
     try:
         target = client.get_model_version(name, version)
     except MlflowException as error:
         raise RegistryError(f"{name} has no version {version}: see `list`.") from error
+    if automatic and (demotion := demotion_of(target)) is not None:
+        raise RegistryError(demotion.sentence())
+    who = by or getpass.getuser()
     current = version_with_alias(client, name, settings.model_alias)
-    if current is not None and str(current.version) == str(target.version):
-        return target
-    if current is not None:
-        client.set_registered_model_alias(name, settings.previous_alias, current.version)
-    client.set_registered_model_alias(name, settings.model_alias, target.version)
-    previous = str(current.version) if current is not None else None
-    record_promotion(client, name, target.version, by or getpass.getuser(), reason, previous)
+    if current is None or str(current.version) != str(target.version):
+        if current is not None:
+            client.set_registered_model_alias(name, settings.previous_alias, current.version)
+            if not automatic:
+                mark_demoted(
+                    client, name, current.version, who,
+                    f"replaced by version {target.version} by hand: {reason}",
+                )  # fmt: skip
+        client.set_registered_model_alias(name, settings.model_alias, target.version)
+        previous = str(current.version) if current is not None else None
+        record_promotion(client, name, target.version, who, reason, previous)
+    if not automatic:
+        clear_demotion(client, name, target)
     return client.get_model_version(name, target.version)
 
 

@@ -6,7 +6,9 @@
 
 Promotion moves the `production` alias (MLflow 3 replaced stages with aliases) and leaves the
 version it replaces under the `previous` alias, which `rollback` returns to. Who promoted a
-version, when, why and from which version is recorded on it (tags `promoted_*`).
+version, when, why and from which version is recorded on it (tags `promoted_*`). The version a
+person moves `production` away from is marked demoted (tags `demoted_*`): the register stage never
+promotes it again, until someone promotes it here by hand.
 """
 
 from __future__ import annotations
@@ -20,11 +22,17 @@ from mlflow.tracking import MlflowClient
 
 from mnist_core.settings import MlflowSettings
 from pipeline.registry.aliases import RegistryError, list_versions, promote, rollback
+from pipeline.registry.demotion import demotion_of
 
 
 def _describe(version: ModelVersion, aliases: list[str]) -> str:
     accuracy = version.tags.get("test_accuracy", "-")
-    return f"{version.version:>7}  {','.join(aliases) or '-':<22} {accuracy:<14} {version.run_id}"
+    demotion = demotion_of(version)
+    demoted = f"by {demotion.by} at {demotion.at}" if demotion else "-"
+    return (
+        f"{version.version:>7}  {','.join(aliases) or '-':<22} {accuracy:<14} "
+        f"{version.run_id:<32}  {demoted}"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -47,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     client = MlflowClient()
     try:
         if args.command == "list":
-            print(f"{'version':>7}  {'aliases':<22} {'test_accuracy':<14} run_id")
+            print(f"{'version':>7}  {'aliases':<22} {'test_accuracy':<14} {'run_id':<32}  demoted")
             for version, aliases in list_versions(client, settings.model_name):
                 print(_describe(version, aliases))
             return
