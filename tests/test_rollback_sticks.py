@@ -17,6 +17,7 @@ from mnist_core.settings import MlflowSettings
 from pipeline.registry.aliases import RegistryError, promote, rollback
 from pipeline.registry.commands import main as registry_cli
 from pipeline.registry.demotion import Demotion, demotion_of
+from pipeline.registry.history import read_history
 from pipeline.registry.lineage import Lineage
 from pipeline.registry.policy import decide
 from pipeline.stages import register
@@ -114,6 +115,9 @@ def test_a_rollback_sticks_through_the_next_register_stage(
     register.main(["--params", str(params_file)])  # the register stage of the next `dvc repro`
 
     assert production(client) == "1"
+    newest = read_history(client, MODEL)[0]  # the rollback, and no move of the stage's after it
+    assert (newest.alias, newest.from_version, newest.to_version) == ("production", "2", "1")
+    assert newest.reason == "rollback: 2 misreads sevens"
     decision = json.loads((root / "metrics/register.json").read_text())
     assert decision["version"] == 2 and decision["promoted"] is False and decision["demoted"]
     assert "version 2 was demoted by" in decision["reason"]

@@ -14,6 +14,7 @@ from pipeline.io import read_json, write_json
 from pipeline.params import RegisterParams
 from pipeline.registry.aliases import promote, version_with_alias
 from pipeline.registry.demotion import demotion_of
+from pipeline.registry.history import move_alias, refresh_description
 from pipeline.registry.lineage import current_lineage
 from pipeline.registry.policy import (
     POLICY,
@@ -27,6 +28,8 @@ from pipeline.registry.policy import (
 from pipeline.registry.tracking import configure_mlflow, run_in_this_store
 
 log = logging.getLogger(__name__)
+# Who the alias history names for the moves the policy makes.
+STAGE = "register stage"
 
 
 def _registered_version(
@@ -82,12 +85,10 @@ def register(params: RegisterParams, settings: MlflowSettings) -> Decision:
     else:
         decision = decide(metrics, lineage, None, params, has_incumbent=False, demotion=demotion)
     if decision.promote:
-        promote(
-            client, settings, version.version, decision.reason, by="register stage",
-            automatic=True,
-        )  # fmt: skip
+        promote(client, settings, version.version, decision.reason, by=STAGE, automatic=True)
     elif decision.action == "challenger":
-        client.set_registered_model_alias(name, params.challenger_alias, version.version)
+        challenger = client.get_model_version(name, version.version)
+        move_alias(client, name, params.challenger_alias, challenger, STAGE, decision.reason)
     log.log(
         logging.WARNING if demotion else logging.INFO,
         "%s version %s: %s (%s)", name, version.version, decision.action, decision.reason,
@@ -114,7 +115,7 @@ def register(params: RegisterParams, settings: MlflowSettings) -> Decision:
         },
     )
     client.update_model_version(name, version.version, describe(metrics, lineage, decision))
-    client.update_registered_model(name, POLICY)
+    refresh_description(client, name, POLICY)
     with mlflow.start_run(run_id=run_id):
         mlflow.set_tags(
             {
