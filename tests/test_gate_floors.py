@@ -43,7 +43,7 @@ def test_the_figures_behind_the_floors_are_validation_figures(
     trained_registry: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On the tiny trained pipeline, recomputed here from the validation files themselves."""
-    from pipeline.evaluation.gate_figures import validation_figures
+    from pipeline.registry.gate_figures import validation_figures
 
     root = Path(trained_registry["MLFLOW_TRACKING_URI"].removeprefix("sqlite:///")).parent
     monkeypatch.chdir(root)

@@ -1,7 +1,7 @@
 """The quality gate's figures measured on validation data, to choose its floors on (the test
 figures are the gate's to check, never to tune on):
 
-    python -m pipeline.evaluation.gate_figures [--params params.yaml] [-S section.key=value]
+    python -m pipeline.registry.gate_figures [--params params.yaml] [-S section.key=value]
 
 For the model at `evaluate.onnx_path` (with its own `uncertain` threshold): accuracy on the
 validation split, the share of the held-out non-digit families' validation rendition flagged,
