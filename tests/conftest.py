@@ -154,7 +154,10 @@ def tiny_params(raw_dir: Path, checksums: dict[str, str]) -> dict:
     )
     params["evaluate"]["seed_images_dir"] = str(SEED_IMAGES)
     params["register"].update(
-        min_test_accuracy=0.0, min_seed_accuracy=0.0, min_real_pictures_accuracy=0.0
+        min_test_accuracy=0.0,
+        min_seed_accuracy=0.0,
+        min_real_pictures_accuracy=0.0,
+        min_held_out_non_digits_flagged=0.0,
     )
     return params
 

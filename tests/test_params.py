@@ -68,6 +68,7 @@ def test_mlproject_is_written_from_params_yaml(tmp_path: Path, monkeypatch) -> N
         (PARAMS.parent / "params.yaml").read_text().replace("max_lr: 0.02", "max_lr: 0.03")
     )
     (tmp_path / "MLproject").write_text((PARAMS.parent / "MLproject").read_text())
+    (tmp_path / "dvc.yaml").write_text((PARAMS.parent / "dvc.yaml").read_text())
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit, match="out of date"):
         mlproject.main(["--check"])

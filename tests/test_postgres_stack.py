@@ -23,7 +23,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from bench.loadgen import Server, free_port, multipart, running
-from pipeline.registry import aliases as registry
+from pipeline.registry import commands as registry
 from serving.app import create_app
 from serving.settings import ServingSettings
 from tests.conftest import SEED_IMAGES, mlflow_server, ready_client, run_pipeline, tiny_params
@@ -227,3 +227,41 @@ def test_two_apis_serve_and_follow_a_registry_on_postgresql(
     tables = "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
     assert {"predictions", "feedback"} <= {name for (name,) in query(store, tables)}
     assert not {"predictions", "feedback"} & {name for (name,) in query(postgres_uri, tables)}
+
+
+def test_the_alias_history_is_kept_on_postgresql(
+    shared_server: tuple[str, Path],
+    postgres_uri: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Every alias move is a row of the registry's own tables, read back through the server;
+    an event with a long reason still fits PostgreSQL's VARCHAR(5000) (SQLite never checks)."""
+    url, _ = shared_server
+    name = "history-check"  # a model of its own: the other test's aliases stay as they are
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    monkeypatch.setenv("MNIST_MODEL_NAME", name)
+    client = MlflowClient(url)
+    client.create_registered_model(name)
+    run = client.create_run("0")  # the server's default experiment; no model files needed
+    for _ in range(2):
+        client.create_model_version(name, f"{run.info.artifact_uri}/model", run.info.run_id)
+    registry.main(["promote", "1", "--reason", "first on the server"])
+    registry.main(["promote", "2", "--reason", "a long reason " * 500])
+    registry.main(["rollback", "--reason", "2 misreads sevens"])
+    capsys.readouterr()
+    registry.main(["history", "--json"])
+    events = json.loads(capsys.readouterr().out)
+    assert [(e["alias"], e["from_version"], e["to_version"], e["reason"][:26]) for e in events] == [
+        ("production", "2", "1", "rollback: 2 misreads seven"),
+        ("previous", "1", "2", "'production' moved to vers"),
+        ("production", "1", "2", "a long reason a long reaso"),
+        ("previous", None, "1", "'production' moved to vers"),
+        ("production", None, "1", "first on the server"),
+    ]
+    rows = query(postgres_uri, "SELECT value FROM registered_model_tags WHERE name = %s "
+                 "AND key LIKE 'alias_event.%%'", name)  # fmt: skip
+    assert sorted(json.loads(value)["time"] for (value,) in rows) == sorted(
+        e["time"] for e in events
+    )
+    assert "rollback: 2 misreads sevens" in client.get_registered_model(name).description

@@ -3,6 +3,7 @@
 Every evaluated model becomes a version, tagged with where it came from (git commit and whether
 the tree was dirty, branch, DVC experiment, data version, ONNX sha256) and with the gate's
 verdict. `production` moves only
+- never to a version a person moved `production` away from (`pipeline.registry.demotion`);
 - to the first servable version of an empty registry (so a fresh `make run` serves), or
 - from a `dvc repro` of a clean tree on the configured branch, with `register.promote: auto`,
   when the gate passes and the version beats production's test accuracy (a tie keeps it).
@@ -19,6 +20,7 @@ from typing import Literal
 
 from pipeline.io import sha256_of
 from pipeline.params import RegisterParams
+from pipeline.registry.demotion import Demotion
 from pipeline.registry.lineage import Lineage
 
 log = logging.getLogger(__name__)
@@ -35,7 +37,9 @@ GATE = {
 POLICY = (
     "Every evaluated model is registered with its lineage (tags `git_*`, `dvc_experiment`, "
     "`data_version`, `onnx_sha256`) and the quality gate's verdict (`gate`, `gate_reason`). "
-    "`production` moves only to the first servable version of an empty registry, or from a "
+    "`production` never moves on its own to a version a person moved it away from (tags "
+    "`demoted_by`, `_at`, `_because`; `mnist-registry promote N` clears them). "
+    "It moves only to the first servable version of an empty registry, or from a "
     "`dvc repro` of a clean tree on the configured branch (`register.promote: auto`) that passes "
     "the gate and beats production's test accuracy (a tie keeps production). Experiments, dirty "
     "trees and other branches get `challenger` at most. By hand: `mnist-registry promote N "
@@ -106,10 +110,14 @@ def decide(
     params: RegisterParams,
     has_incumbent: bool,
     incumbent_feedback_accuracy: float | None = None,
+    demotion: Demotion | None = None,
 ) -> Decision:
-    """The promotion policy: the gate (held-out feedback against production's
-    `incumbent_feedback_accuracy` included), then where the model came from, then the comparison
-    with production (`incumbent_accuracy`; None when unknown)."""
+    """The promotion policy: a person's `demotion` of this version first, then the gate
+    (held-out feedback against production's `incumbent_feedback_accuracy` included), then where
+    the model came from, then the comparison with production (`incumbent_accuracy`; None when
+    unknown)."""
+    if demotion is not None:
+        return Decision("none", demotion.sentence())
     if failures := gate_failures(metrics, params, incumbent_feedback_accuracy):
         return Decision("none", "; ".join(failures))
     accuracy = float(metrics["test_accuracy"])  # type: ignore[arg-type]

@@ -13,6 +13,8 @@ from mnist_core.settings import MlflowSettings
 from pipeline.io import read_json, write_json
 from pipeline.params import RegisterParams
 from pipeline.registry.aliases import promote, version_with_alias
+from pipeline.registry.demotion import demotion_of
+from pipeline.registry.history import move_alias, refresh_description
 from pipeline.registry.lineage import current_lineage
 from pipeline.registry.policy import (
     POLICY,
@@ -26,6 +28,8 @@ from pipeline.registry.policy import (
 from pipeline.registry.tracking import configure_mlflow, run_in_this_store
 
 log = logging.getLogger(__name__)
+# Who the alias history names for the moves the policy makes.
+STAGE = "register stage"
 
 
 def _registered_version(
@@ -59,7 +63,10 @@ def register(params: RegisterParams, settings: MlflowSettings) -> Decision:
     name = settings.model_name
     run_id, model_uri = run_in_this_store(client, run, params.onnx_path, metrics)
     version = _registered_version(client, name, run_id, model_uri)
+    # The lineage first: every alias move records the commit of the version it moves to.
+    _tag_version(client, name, version.version, lineage.tags())
     incumbent = version_with_alias(client, name, settings.model_alias)
+    demotion = demotion_of(version)
     production_feedback = None
     if incumbent is not None and str(incumbent.version) == str(version.version):
         decision = Decision("promote", f"version {version.version} already holds the alias")
@@ -73,14 +80,19 @@ def register(params: RegisterParams, settings: MlflowSettings) -> Decision:
             params,
             has_incumbent=True,
             incumbent_feedback_accuracy=production_feedback,
+            demotion=demotion,
         )
     else:
-        decision = decide(metrics, lineage, None, params, has_incumbent=False)
+        decision = decide(metrics, lineage, None, params, has_incumbent=False, demotion=demotion)
     if decision.promote:
-        promote(client, settings, version.version, decision.reason, by="register stage")
+        promote(client, settings, version.version, decision.reason, by=STAGE, automatic=True)
     elif decision.action == "challenger":
-        client.set_registered_model_alias(name, params.challenger_alias, version.version)
-    log.info("%s version %s: %s (%s)", name, version.version, decision.action, decision.reason)
+        challenger = client.get_model_version(name, version.version)
+        move_alias(client, name, params.challenger_alias, challenger, STAGE, decision.reason)
+    log.log(
+        logging.WARNING if demotion else logging.INFO,
+        "%s version %s: %s (%s)", name, version.version, decision.action, decision.reason,
+    )  # fmt: skip
 
     failures = gate_failures(metrics, params, production_feedback)
     _tag_version(
@@ -88,7 +100,6 @@ def register(params: RegisterParams, settings: MlflowSettings) -> Decision:
         name,
         version.version,
         {
-            **lineage.tags(),
             "test_accuracy": f"{metrics['test_accuracy']:.4f}",
             "gate": "failed" if failures else "passed",
             "gate_reason": "; ".join(failures) or "every threshold met",
@@ -104,7 +115,7 @@ def register(params: RegisterParams, settings: MlflowSettings) -> Decision:
         },
     )
     client.update_model_version(name, version.version, describe(metrics, lineage, decision))
-    client.update_registered_model(name, POLICY)
+    refresh_description(client, name, POLICY)
     with mlflow.start_run(run_id=run_id):
         mlflow.set_tags(
             {
@@ -121,6 +132,7 @@ def register(params: RegisterParams, settings: MlflowSettings) -> Decision:
             "promoted": decision.promote,
             "action": decision.action,
             "reason": decision.reason,
+            "demoted": demotion is not None,
         },
     )
     return decision

@@ -3,7 +3,8 @@ whether it moves the `production` alias.
 
 Every evaluated model becomes a version, tagged with where it came from (git commit and whether
 the tree was dirty, branch, DVC experiment, data version, ONNX sha256) and with the gate's
-verdict. `production` moves only
+verdict. `production` never moves on its own to a version a person moved it away from (a
+rollback, or promoting another version by hand), and otherwise moves only
 - to the first servable version of an empty registry (so a fresh `make run` serves), or
 - from a `dvc repro` of a clean tree on the configured branch, with `register.promote: auto`,
   when the gate passes and the version beats production's test accuracy (a tie keeps it).
