@@ -411,7 +411,7 @@ def test_the_whole_loop_from_the_page_to_a_served_version(
     from mlflow.tracking import MlflowClient
 
     from monitoring import review
-    from pipeline.registry import aliases as registry
+    from pipeline.registry import commands as registry
     from pipeline.stages import feedback as feedback_stage
     from serving.app import create_app
     from serving.settings import ServingSettings
