@@ -55,7 +55,7 @@ serve: setup-run
 run: pipeline serve
 
 test: setup
-	python -m pytest
+	python -m pytest --durations=10
 
 lint: setup
 	ruff check .
