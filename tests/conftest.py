@@ -74,7 +74,10 @@ def project_env(root: Path) -> dict[str, str]:
         "GIT_COMMITTER_NAME": "test",
         "GIT_COMMITTER_EMAIL": "test@example.com",
     }
+    # Nor the experiment an in-process stage chose: `mlflow.set_experiment` writes it into this
+    # process's environment, and the copy's new store has no such experiment.
     env.pop("MLFLOW_RUN_ID", None)
+    env.pop("MLFLOW_EXPERIMENT_ID", None)
     return env
 
 
@@ -84,8 +87,17 @@ def run_pipeline(params_file: Path, *overrides: str, stages: Sequence = STAGES) 
     argv = ["--params", str(params_file)]
     for override in overrides:
         argv += ["-S", override]
-    for stage in stages:
-        stage.main(argv)
+    # The stages' `mlflow.set_experiment` exports MLFLOW_EXPERIMENT_ID: kept to this call, or
+    # every later subprocess of the session would look for that experiment in its own store.
+    before = os.environ.get("MLFLOW_EXPERIMENT_ID")
+    try:
+        for stage in stages:
+            stage.main(argv)
+    finally:
+        if before is None:
+            os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+        else:
+            os.environ["MLFLOW_EXPERIMENT_ID"] = before
 
 
 @contextlib.contextmanager

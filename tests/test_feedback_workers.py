@@ -10,6 +10,7 @@ import pytest
 
 from bench.feedback_loss import measure, post_json
 from bench.loadgen import free_port, running
+from serving.feedback_api import WRITE_SLACK_SECONDS
 
 pytestmark = pytest.mark.slow
 
@@ -35,5 +36,7 @@ def test_immediate_feedback_finds_its_prediction_on_any_worker(
         unknown = post_json(f"{server.url}/feedback", {"prediction_id": "0" * 32, "label": "7"})
         unknown_seconds = time.monotonic() - started
     assert outcome["statuses"] == {201: 40}, outcome
-    # An id that names no recent moment cannot be queued anywhere: 404 at once, no waiting.
-    assert unknown == 404 and unknown_seconds < 1
+    # An id that names no recent moment cannot be queued anywhere: 404 without waiting out the
+    # window a queued prediction gets (the flush interval plus WRITE_SLACK_SECONDS); a bound of
+    # the slack alone tells the two apart on a busy machine too (1.03 s was seen under load).
+    assert unknown == 404 and unknown_seconds < WRITE_SLACK_SECONDS

@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.params import load_params
 from pipeline.stages import download, non_digits, preprocess, train
+from pipeline.training import job
 from pipeline.training.checkpoint import Checkpoint
 from pipeline.training.loop import EpochResult, fit
 from tests.conftest import PROJECT_ROOT
@@ -144,7 +145,7 @@ def test_a_failure_after_the_last_epoch_keeps_the_checkpoint_and_the_rerun_train
         raise Interrupted("the model upload failed")
 
     with monkeypatch.context() as patch, pytest.raises(Interrupted):
-        patch.setattr(train, "log_servable_model", upload_fails)
+        patch.setattr(job, "log_servable_model", upload_fails)
         train.main(argv)
     assert settings.checkpoint_path.exists() and not settings.metrics.exists()
     caplog.set_level(logging.INFO, logger="pipeline.training")
