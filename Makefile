@@ -18,7 +18,7 @@ LOCK := $(UV) pip compile --universal --generate-hashes --python-version 3.11
 # DVC stages and `mlflow run` call `python`/`dvc`: make them the virtual environment's.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup setup-run run pipeline serve test lint ui audit lock clean
+.PHONY: setup setup-run run pipeline serve test test-fast lint ui audit lock clean
 
 $(UV): requirements/uv.txt
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,10 @@ run: pipeline serve
 
 test: setup
 	python -m pytest --durations=10
+
+# The inner loop: unit and API tests, without the pipeline runs and services marked `slow`.
+test-fast: setup
+	python -m pytest -m "not slow"
 
 lint: setup
 	ruff check .

@@ -235,6 +235,7 @@ def traffic(client: httpx.Client, seconds: float) -> None:
         time.sleep(0.1)
 
 
+@pytest.mark.slow
 def test_every_panel_shows_data_from_a_real_prometheus(
     live_server_url: str, private_prediction_store: str, tmp_path: Path
 ) -> None:

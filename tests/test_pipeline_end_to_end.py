@@ -22,6 +22,8 @@ from pipeline.stages import evaluate, register, train
 from serving.model_store import read_onnx_model
 from tests.conftest import run_pipeline, work_in
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def pipeline_run(tiny_pipeline: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

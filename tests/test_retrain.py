@@ -141,6 +141,7 @@ def test_feedback_digits_are_repeated_and_its_non_digits_join_the_outliers() -> 
     assert same is mnist and none is None  # no feedback: training exactly as without
 
 
+@pytest.mark.slow
 def test_training_evaluation_and_registry_use_the_feedback(
     params_file: Path, workdir: Path, store: Store, store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
