@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
@@ -42,6 +43,7 @@ from monitoring.records import (
     utc_now,
 )
 from monitoring.tables import (
+    CLIENT_KEY_SECRET,
     LABELS,
     NOT_A_DIGIT,
     STATUSES,
@@ -53,6 +55,7 @@ from monitoring.tables import (
     encode_probabilities,
     feedback,
     predictions,
+    secrets,
 )
 
 
@@ -195,6 +198,13 @@ class Store:
         )
 
     # --- feedback --------------------------------------------------------------------------
+
+    @functools.cached_property
+    def client_key_secret(self) -> bytes:
+        """The deployment's secret for clients' keys (made with the store: see migration 0003)."""
+        query = select(secrets.c.value).where(secrets.c.name == CLIENT_KEY_SECRET)
+        with self.engine.connect() as connection:
+            return connection.execute(query).scalar_one().encode()
 
     def add_feedback(self, prediction_id: str, label: str, client_hash: str) -> StoredFeedback:
         """Store a user's answer as pending. Raises UnknownPrediction (no such logged
