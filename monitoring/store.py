@@ -72,11 +72,10 @@ def _set_sqlite_pragmas(connection: object, _: object) -> None:
     cursor.close()
 
 
-def open_store(url: str, upgraded: bool = False) -> Store:
+def open_store(url: str) -> Store:
     """The store behind a SQLAlchemy URL, created or upgraded to the current schema first
-    (`monitoring.migrate`) unless the caller has just `upgraded` it."""
-    if not upgraded:
-        upgrade(url)
+    (`monitoring.migrate`)."""
+    upgrade(url)
     engine = create_engine(url, pool_pre_ping=True)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _set_sqlite_pragmas)
