@@ -8,10 +8,7 @@ Every process opens the store through `open_store`, which upgrades it first: onc
 together on a fresh store neither race to create its tables nor log an error; the first one
 upgrades, the others find it at head. Nothing reads or writes the store before that.
 
-The API upgrades in a child process (`upgrade_in_child_process`): Alembic's `op` and `context`
-are process-wide, and MLflow runs Alembic too when it opens a SQLite registry, on another of
-the API's threads; two upgrades on two threads would run each other's operations (seen: a
-segmentation fault in SQLite).
+Alembic runs one migration at a time in a process (`monitoring.alembic_lock`).
 
 A store made before the schema was versioned has no `alembic_version` table: it is adopted at
 the revision its tables match (0001: probabilities as JSON; 0002: as float32 bytes), then
@@ -24,8 +21,6 @@ import argparse
 import contextlib
 import fcntl
 import logging
-import os
-import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -36,6 +31,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import JSON, Connection, Engine, create_engine, inspect
 
+from monitoring.alembic_lock import ALEMBIC
 from monitoring.settings import MonitoringSettings
 
 log = logging.getLogger(__name__)
@@ -96,7 +92,8 @@ def upgrade(url: str) -> str:
     # table (how batch mode alters a column) would trip the feedback table's foreign key.
     engine = create_engine(url)
     try:
-        with _lock(engine), engine.begin() as connection:
+        # Connected first: a store that is slow to answer holds up no other migration.
+        with _lock(engine), engine.begin() as connection, ALEMBIC:
             _adopt(connection)
             if current(connection) != head():
                 log.info("Upgrading the prediction store to revision %s", head())
@@ -104,24 +101,6 @@ def upgrade(url: str) -> str:
             return current(connection) or ""
     finally:
         engine.dispose()
-
-
-def upgrade_in_child_process(url: str, timeout: float = 300) -> None:
-    """`upgrade(url)` in a process of its own (see above); raises RuntimeError with its error."""
-    done = subprocess.run(
-        [sys.executable, "-m", "monitoring.migrate", "upgrade"],
-        env={
-            **os.environ,
-            "MNIST_STORE_URL": url,
-        },  # not on the command line: it may hold a password
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if done.returncode != 0:
-        lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
-        raise RuntimeError(lines[-1].removeprefix("error: "))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

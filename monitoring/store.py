@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
@@ -43,6 +44,8 @@ from monitoring.records import (
     utc_now,
 )
 from monitoring.tables import (
+    CLIENT_KEY_SECRET,
+    LABELS,
     STATUSES,
     Status,
     decode_pixels,
@@ -52,6 +55,7 @@ from monitoring.tables import (
     encode_probabilities,
     feedback,
     predictions,
+    secrets,
 )
 
 
@@ -68,11 +72,10 @@ def _set_sqlite_pragmas(connection: object, _: object) -> None:
     cursor.close()
 
 
-def open_store(url: str, upgraded: bool = False) -> Store:
+def open_store(url: str) -> Store:
     """The store behind a SQLAlchemy URL, created or upgraded to the current schema first
-    (`monitoring.migrate`) unless the caller has just `upgraded` it."""
-    if not upgraded:
-        upgrade(url)
+    (`monitoring.migrate`)."""
+    upgrade(url)
     engine = create_engine(url, pool_pre_ping=True)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _set_sqlite_pragmas)
@@ -194,6 +197,13 @@ class Store:
         )
 
     # --- feedback --------------------------------------------------------------------------
+
+    @functools.cached_property
+    def client_key_secret(self) -> bytes:
+        """The deployment's secret for clients' keys (made with the store: see migration 0003)."""
+        query = select(secrets.c.value).where(secrets.c.name == CLIENT_KEY_SECRET)
+        with self.engine.connect() as connection:
+            return connection.execute(query).scalar_one().encode()
 
     def add_feedback(self, prediction_id: str, label: str, client_hash: str) -> StoredFeedback:
         """Store a user's answer as pending. Raises UnknownPrediction (no such logged

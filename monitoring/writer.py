@@ -55,11 +55,9 @@ class PredictionLog:
         with self._lock:
             if self._store is None and time.monotonic() - self._failed_at > REOPEN_AFTER_SECONDS:
                 try:
-                    from monitoring.migrate import upgrade_in_child_process
                     from monitoring.store import open_store
 
-                    upgrade_in_child_process(self.settings.store_url)
-                    self._store = open_store(self.settings.store_url, upgraded=True)
+                    self._store = open_store(self.settings.store_url)
                     self.opened_at = self.opened_at or utc_now()
                     self.problem = None
                 except Exception as error:

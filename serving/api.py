@@ -6,12 +6,25 @@ event loop (`decode_pool.py`) → hand the 28×28 image to the micro-batcher →
 
 from __future__ import annotations
 
+import base64
+import io
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import numpy as np
-from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, Response, UploadFile
+from fastapi import (
+    APIRouter,
+    Depends,
+    File,
+    Form,
+    HTTPException,
+    Query,
+    Request,
+    Response,
+    UploadFile,
+)
 from fastapi.responses import JSONResponse
+from PIL import Image
 
 from monitoring.records import PredictionRecord
 from monitoring.writer import PredictionLog
@@ -111,8 +124,24 @@ def uncertain_reason(probabilities: np.ndarray) -> str:
     return "It does not look like a digit."
 
 
-def respond(probabilities: np.ndarray, served: ServedModel, service: Service) -> Prediction:
-    """The answer for one image's row of class probabilities."""
+ModelViewFlag = Annotated[
+    bool,
+    Query(description="also answer with the 28×28 picture the model saw, as a PNG (`model_view`)"),
+]
+
+
+def model_view_png(pixels: np.ndarray) -> str:
+    """The 28×28 grey levels the model saw as a PNG data URL (about 300 bytes)."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def respond(
+    probabilities: np.ndarray, served: ServedModel, service: Service, view: np.ndarray | None = None
+) -> Prediction:
+    """The answer for one image's row of class probabilities (with the picture the model saw,
+    `view`, when it was asked for)."""
     digit = int(probabilities.argmax())
     confidence = float(probabilities[digit])
     uncertain = confidence < uncertain_below(served, service)
@@ -123,6 +152,7 @@ def respond(probabilities: np.ndarray, served: ServedModel, service: Service) ->
         uncertain=uncertain,
         reason=uncertain_reason(probabilities) if uncertain else None,
         model_version=served.version,
+        model_view=None if view is None else model_view_png(view),
     )
     service.metrics.predictions.labels(str(digit), str(prediction.uncertain).lower()).inc()
     return prediction
@@ -200,12 +230,14 @@ async def predict(
         Literal["upload", "canvas"],
         Form(description="where the picture comes from (the page sends `canvas`), for the log"),
     ] = "upload",
+    model_view: ModelViewFlag = False,
 ) -> Prediction:
     """Classify one uploaded picture of a digit."""
     with service.batcher.arriving():
         pixels = await service.decode_pool.upload(await read_upload(file, service.settings))
     probabilities = await service.batcher.infer(served.classifier, pixels[np.newaxis])
-    prediction = logged(respond(probabilities[0], served, service), pixels, source, service)
+    view = pixels if model_view else None
+    prediction = logged(respond(probabilities[0], served, service, view), pixels, source, service)
     response.headers["X-Prediction-Id"] = prediction.prediction_id
     return prediction
 
@@ -253,11 +285,13 @@ async def predict_pixels(
     service: ServiceDep,
     served: ModelDep,
     response: Response,
+    model_view: ModelViewFlag = False,
 ) -> Prediction:
     """Classify a picture sent as rows of grey levels (0-255)."""
     with service.batcher.arriving():
         pixels = await service.decode_pool.grey_levels(body.pixels)
     probabilities = await service.batcher.infer(served.classifier, pixels[np.newaxis])
-    prediction = logged(respond(probabilities[0], served, service), pixels, "pixels", service)
+    view = pixels if model_view else None
+    prediction = logged(respond(probabilities[0], served, service, view), pixels, "pixels", service)
     response.headers["X-Prediction-Id"] = prediction.prediction_id
     return prediction

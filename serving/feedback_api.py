@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -42,10 +43,12 @@ FEEDBACK_ERRORS = {
 router = APIRouter()
 
 
-def client_key(request: Request) -> str:
-    """A client's budget key: a hash of its address, so that no address is stored."""
+def client_key(request: Request, secret: bytes) -> str:
+    """A client's budget key: the HMAC of its address with the deployment's secret, so that no
+    address is stored and none can be found again by hashing every address. The address is the
+    socket peer's, or, from a trusted proxy (`MNIST_TRUSTED_PROXIES`), the client it names."""
     address = request.client.host if request.client else "unknown"
-    return hashlib.sha256(f"mnist-feedback:{address}".encode()).hexdigest()
+    return hmac.new(secret, address.encode(), hashlib.sha256).hexdigest()
 
 
 def written_by(prediction_id: str, service: Service) -> datetime | None:
@@ -112,7 +115,8 @@ async def give_feedback(
     from sqlalchemy.exc import SQLAlchemyError  # imported by the store just opened: no cost
 
     try:
-        stored = await _store_feedback(store, body, client_key(request), service)
+        secret = await asyncio.to_thread(lambda: store.client_key_secret)
+        stored = await _store_feedback(store, body, client_key(request, secret), service)
     except UnknownPrediction:
         raise HTTPException(
             404,

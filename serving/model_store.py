@@ -121,8 +121,11 @@ class ModelStore:
         # The registry is the tracking store: named, so a process-wide default cannot override it.
         from mlflow.tracking import MlflowClient
 
+        from monitoring.alembic_lock import ALEMBIC
+
         uri = self.settings.tracking_uri
-        return MlflowClient(tracking_uri=uri, registry_uri=uri)
+        with ALEMBIC:  # a database registry is opened, and migrated if new, with Alembic
+            return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
     def _classifier(self, onnx_model: bytes) -> DigitClassifier:
         from mnist_core.classifier import DigitClassifier, default_threads

@@ -23,6 +23,11 @@ class Prediction(BaseModel):
         'or "It could be a 4 or a 9."); null when it is not',
     )
     model_version: str = Field(description="registry version that made this prediction")
+    model_view: str | None = Field(
+        default=None,
+        description="with `?model_view=true`: the 28×28 grey levels the model saw (white digit "
+        "on black, after cropping and centring), as a PNG data URL; null otherwise",
+    )
     prediction_id: str = Field(
         default_factory=new_prediction_id,
         description="this answer's id (a UUIDv7, time-ordered, 32 hex digits): send it to "

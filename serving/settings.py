@@ -53,6 +53,12 @@ class ServingSettings(MlflowSettings, MonitoringSettings):
     # (`https://a.example,https://b.example`); empty, the default: no cross-origin calls.
     cors_origins: str = Field(default="", validation_alias="MNIST_CORS_ORIGINS")
 
+    # Proxies in front of the API whose X-Forwarded-For header names the client (addresses or
+    # networks, comma-separated; `*`: whoever connects, as behind Cloud Run's front end), so
+    # that the feedback budget is per real client. Empty, the default: the header is ignored
+    # and the socket's peer is the client.
+    trusted_proxies: str = Field(default="", validation_alias="MNIST_TRUSTED_PROXIES")
+
     # Dynamic micro-batching: images of concurrent requests share one ONNX Runtime call of at
     # most `batch_max_size` images. A batch waits for company at most `batch_max_wait_ms`, and
     # only while other requests are still being decoded: a lone request never waits.

@@ -93,7 +93,7 @@ class Worker(UvicornWorker):
         )
 
 
-def _not_listening(address: tuple | str) -> socket.socket:
+def _not_listening(address: tuple[str, int]) -> socket.socket:
     family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
     bound = socket.socket(family, socket.SOCK_STREAM)
     bound.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -188,6 +188,8 @@ def serve(host: str, port: int, settings: ServingSettings, access_log: bool) -> 
         "worker_class": Worker,
         "reuse_port": True,
         "graceful_timeout": settings.graceful_seconds,
+        # uvicorn reads X-Forwarded-For from these peers only (its `proxy_headers`, on).
+        "forwarded_allow_ips": settings.trusted_proxies,
         "accesslog": "-" if access_log else None,
         "loglevel": "info",
         "proc_name": "mnist-serving",

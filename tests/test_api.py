@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import struct
 import threading
@@ -431,3 +432,23 @@ def test_streamed_upload_is_cut_off_at_the_limit(trained_registry: dict[str, str
         )
         assert response.status_code == 413, response.text
         assert "limit" in response.json()["detail"]
+
+
+def test_the_picture_the_model_saw_comes_on_request(client: TestClient) -> None:
+    """`?model_view=true`: the 28×28 grey levels the model classified, as a small PNG."""
+    upload = {"file": ("7.png", SEVEN, "image/png")}
+    plain = client.post("/predict", files=upload).json()
+    viewed = client.post("/predict?model_view=true", files=upload).json()
+    assert plain["model_view"] is None
+    prefix = "data:image/png;base64,"
+    assert viewed["model_view"].startswith(prefix) and len(viewed["model_view"]) < 2000
+    png = base64.b64decode(viewed["model_view"].removeprefix(prefix))
+    with Image.open(io.BytesIO(png)) as picture:
+        assert (picture.size, picture.mode) == ((28, 28), "L")
+        assert (np.asarray(picture) == to_mnist(Image.open(io.BytesIO(SEVEN)))).all()
+    grey = np.zeros((28, 28), np.uint8)
+    grey[4:24, 13:16] = 255
+    pixels = client.post("/predict/pixels?model_view=true", json={"pixels": grey.tolist()})
+    assert pixels.json()["model_view"].startswith(prefix)
+    bad = client.post("/predict?model_view=perhaps", files=upload)
+    assert bad.status_code == 422 and bad.json()["detail"].startswith("query.model_view:")

@@ -7,6 +7,8 @@ write the README's screenshots into docs/screenshots/.
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import re
@@ -16,7 +18,9 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 from playwright.sync_api import Browser, Page, Request, Route, expect, sync_playwright
 
 from tests.conftest import served_in_thread
@@ -41,6 +45,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 NO_FILE_MESSAGE = "Choose or drop an image first."
+# The page's POST /predict, with its query (`?model_view=true`).
+PREDICT = re.compile(r"/predict(\?[^/]*)?$")
 # The page's stable hooks, for these tests and for anyone scripting the page.
 ELEMENT_IDS = (
     "file-input", "drop-zone", "preview", "predict-upload",
@@ -97,7 +103,7 @@ def screenshot(page: Page, directory: Path, name: str) -> None:
 
 
 def predict_calls(requests_made: list[Request]) -> list[Request]:
-    return [r for r in requests_made if r.method == "POST" and r.url.endswith("/predict")]
+    return [r for r in requests_made if r.method == "POST" and PREDICT.search(r.url)]
 
 
 def test_page_loads_only_its_own_assets(
@@ -127,7 +133,7 @@ def test_upload_and_predict(page: Page, live_server_url: str, screenshots: Path)
     expect(page.locator("#preview")).to_be_visible()
     expect(page.locator("#file-name")).to_contain_text("num_7.png")
 
-    with page.expect_response("**/predict") as response_info:
+    with page.expect_response(PREDICT) as response_info:
         page.locator("#predict-upload").click()
     assert response_info.value.status == 200
 
@@ -166,7 +172,7 @@ def test_predict_without_a_file_asks_for_one(
 def test_wrong_file_type_shows_the_api_message(page: Page, screenshots: Path) -> None:
     page.locator("#file-input").set_input_files(SEED_IMAGES / "not_an_image.txt")
     expect(page.locator("#file-name")).to_contain_text("not_an_image.txt")
-    with page.expect_response("**/predict") as response_info:
+    with page.expect_response(PREDICT) as response_info:
         page.locator("#predict-upload").click()
     response = response_info.value
     assert response.status == 415
@@ -213,8 +219,16 @@ def dark_pixels(page: Page) -> int:
     )
 
 
+def canvas_box(page: Page) -> dict[str, float] | None:
+    """The canvas's box in the viewport, scrolled into it first (the answer, below the canvas,
+    may have scrolled the page: the mouse draws at viewport coordinates)."""
+    canvas = page.locator("#canvas")
+    canvas.scroll_into_view_if_needed()
+    return canvas.bounding_box()
+
+
 def draw_seven(page: Page) -> None:
-    box = page.locator("#canvas").bounding_box()
+    box = canvas_box(page)
     assert box is not None
 
     def at(fx: float, fy: float) -> tuple[float, float]:
@@ -242,8 +256,8 @@ def test_draw_and_predict(page: Page, screenshots: Path) -> None:
         bodies.append(route.request.post_data_buffer)
         route.continue_()
 
-    page.route("**/predict", pass_through)
-    with page.expect_response("**/predict") as response_info:
+    page.route(PREDICT, pass_through)
+    with page.expect_response(PREDICT) as response_info:
         page.locator("#predict-canvas").click()
     assert response_info.value.status == 200
     expect(page.locator("#result-digit")).to_have_text(re.compile(r"^[0-9]$"))
@@ -262,6 +276,30 @@ def test_draw_and_predict(page: Page, screenshots: Path) -> None:
     assert dark_pixels(page) == 0
     page.locator("#predict-canvas").click()
     expect(page.locator("#message")).to_contain_text("Draw a digit")
+
+
+def test_the_page_shows_the_picture_the_model_saw_pixel_exact(page: Page) -> None:
+    draw_seven(page)
+    with page.expect_response(PREDICT) as response_info:
+        page.locator("#predict-canvas").click()
+    assert "model_view=true" in response_info.value.url
+    answer = response_info.value.json()
+    view = page.locator("#model-view-image")
+    expect(view).to_be_visible()
+    assert view.evaluate("image => [image.naturalWidth, image.naturalHeight]") == [28, 28]
+    assert view.evaluate("image => getComputedStyle(image).imageRendering") == "pixelated"
+    # What the page shows is what the API says the model saw, each pixel a sharp 4×4 square.
+    encoded = answer["model_view"].removeprefix("data:image/png;base64,")
+    seen = np.asarray(Image.open(io.BytesIO(base64.b64decode(encoded))))
+    assert seen.shape == (28, 28) and seen.max() == 255  # the white digit on black
+    enlarged = np.kron(seen, np.ones((4, 4), np.uint8))
+    # The element's screenshot is its box rounded outwards (a row or column more where the box
+    # starts between two pixels): the picture is the 112×112 square in it.
+    shown = np.asarray(Image.open(io.BytesIO(view.screenshot())).convert("L"))
+    rows, columns = shown.shape[0] - 111, shown.shape[1] - 111
+    assert 1 <= rows <= 2 and 1 <= columns <= 2, shown.shape
+    assert any((shown[y : y + 112, x : x + 112] == enlarged).all()
+               for y in range(rows) for x in range(columns))  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -293,7 +331,7 @@ def doubtful_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
 
 
 def draw_letter_x(page: Page) -> None:
-    box = page.locator("#canvas").bounding_box()
+    box = canvas_box(page)
     assert box is not None
     for start, end in (((0.25, 0.2), (0.75, 0.8)), ((0.75, 0.2), (0.25, 0.8))):
         page.mouse.move(box["x"] + start[0] * box["width"], box["y"] + start[1] * box["height"])
@@ -313,7 +351,7 @@ def test_a_drawn_letter_is_answered_in_words(
     page = context.new_page()
     page.goto(f"{doubtful_server_url}/")
     draw_letter_x(page)
-    with page.expect_response("**/predict") as response_info:
+    with page.expect_response(PREDICT) as response_info:
         page.locator("#predict-canvas").click()
     answer = response_info.value.json()
     assert answer["uncertain"] is True and answer["reason"] == "It does not look like a digit."
@@ -340,7 +378,7 @@ def test_right_question_stores_the_users_answers(
     for choice in ("yes", "other digit", "not a digit"):
         page.locator("#clear-canvas").click()
         draw_seven(page)
-        with page.expect_response("**/predict") as response_info:
+        with page.expect_response(PREDICT) as response_info:
             page.locator("#predict-canvas").click()
         answer = response_info.value.json()
         expect(page.locator("#feedback-question")).to_have_text("Right?")
@@ -382,7 +420,7 @@ def ready_version(url: str) -> str | None:
 
 def draw_stroke_digit(page: Page, points: list[tuple[float, float]]) -> None:
     """One stroke through `points` (fractions of the canvas)."""
-    box = page.locator("#canvas").bounding_box()
+    box = canvas_box(page)
     assert box is not None
     page.mouse.move(box["x"] + points[0][0] * box["width"], box["y"] + points[0][1] * box["height"])
     page.mouse.down()
@@ -444,7 +482,7 @@ def test_the_whole_loop_from_the_page_to_a_served_version(
         for label, points in LOOP_DRAWINGS:
             page.locator("#clear-canvas").click()
             draw_stroke_digit(page, points)
-            with page.expect_response("**/predict") as response_info:
+            with page.expect_response(PREDICT) as response_info:
                 page.locator("#predict-canvas").click()
             answer = response_info.value.json()
             assert answer["model_version"] == "1"

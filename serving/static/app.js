@@ -4,7 +4,8 @@
 "use strict";
 
 (function () {
-  const PREDICT_URL = "/predict";
+  // With the 28×28 picture the model saw, shown beside the answer.
+  const PREDICT_URL = "/predict?model_view=true";
   const MODEL_URL = "/model";
   const FEEDBACK_URL = "/feedback";
   const STROKE_WIDTH = 18;
@@ -27,6 +28,8 @@
     resultConfidence: $("result-confidence"),
     resultVersion: $("result-version"),
     resultUncertain: $("result-uncertain"),
+    modelView: $("model-view"),
+    modelViewImage: $("model-view-image"),
     probabilities: $("probabilities"),
     modelInfo: $("model-info"),
     feedback: $("feedback"),
@@ -179,6 +182,10 @@
     els.resultUncertain.hidden = !body.uncertain;
     els.result.classList.toggle("is-uncertain", Boolean(body.uncertain));
     updateBars(body.probabilities, digit);
+    // What the model saw: cropped, scaled and centred as MNIST digits are, white on black.
+    const viewed = typeof body.model_view === "string" && body.model_view.startsWith("data:image/png");
+    if (viewed) els.modelViewImage.src = body.model_view;
+    els.modelView.hidden = !viewed;
     askRight(body.prediction_id, digit);
     els.result.hidden = false;
   }
