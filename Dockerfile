@@ -1,6 +1,8 @@
 # The API image: `.[serve]` only (ONNX Runtime, FastAPI, MLflow's client; no torch). It serves
 # models:/mnist-cnn@production from the MLflow server named by MLFLOW_TRACKING_URI, or, built as
-# the `baked` target, a model copied into the image, with no registry at all.
+# the `baked` target, a model copied into the image, with no registry at all. It also carries the
+# two operators' commands: `mnist-feedback` (the review of feedback in MNIST_STORE_URL) and
+# `mnist-registry` (the aliases of the registry at MLFLOW_TRACKING_URI).
 #   docker build -t mnist-api .
 #   docker run -p 8080:8080 -e MLFLOW_TRACKING_URI=http://mlflow:5000 mnist-api
 #   docker build --target baked -t mnist-api:baked .   # serves models/model.onnx
@@ -25,6 +27,11 @@ COPY pyproject.toml README.md ./
 COPY mnist_core ./mnist_core
 COPY monitoring ./monitoring
 COPY serving ./serving
+# The registry's command line (`mnist-registry list|promote|rollback|history`) and the modules it
+# imports, nothing else of the pipeline: MLflow's client is all it needs, no torch.
+COPY pipeline/__init__.py ./pipeline/
+COPY pipeline/registry/__init__.py pipeline/registry/commands.py pipeline/registry/aliases.py \
+     pipeline/registry/demotion.py pipeline/registry/history.py ./pipeline/registry/
 # The package alone, then what only building needed (pip itself included) leaves the venv.
 RUN /opt/venv/bin/pip install --no-deps --no-build-isolation . \
     && /opt/venv/bin/pip uninstall --yes setuptools pip

@@ -1,6 +1,8 @@
-"""Review user feedback before any training sees it: list it, accept it, reject it.
+"""Review user feedback before any training sees it: list it (with each input's picture), look
+at it on a sheet of pictures, accept it, reject it.
 
     python -m monitoring.review list [--status pending] [--label 3] [--predicted 8] ...
+    python -m monitoring.review sheet --out review.html  # the pending ones (filters as `list`)
     python -m monitoring.review accept ID [ID ...]       # or: mnist-feedback accept ...
     python -m monitoring.review reject --label not_a_digit --since 2026-06-01
     python -m monitoring.review accept --all-pending
@@ -16,10 +18,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 from mnist_core.labels import LABELS
-from monitoring.records import FeedbackFilter, FeedbackRow
+from monitoring.pictures import block_picture
+from monitoring.records import FeedbackFilter
 from monitoring.settings import MonitoringSettings
+from monitoring.sheet import ReviewItem, render_sheet, review_items
 from monitoring.store import Store, open_store
 from monitoring.tables import STATUSES
 
@@ -36,13 +41,19 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--store", help="SQLAlchemy URL of the store (default $MNIST_STORE_URL)")
     commands = parser.add_subparsers(dest="command", required=True)
     for name, purpose in (
-        ("list", "show feedback"),
+        ("list", "show feedback, each with a small picture of its input"),
+        ("sheet", "write an HTML page of feedback with its inputs' pictures (default: pending)"),
         ("accept", "accept feedback for training"),
         ("reject", "keep feedback out of training"),
     ):
         command = commands.add_parser(name, help=purpose, description=purpose)
         command.add_argument("ids", nargs="*", help="prediction ids (default: the filters alone)")
-        command.add_argument("--status", choices=STATUSES, help="only feedback in this state")
+        command.add_argument(
+            "--status",
+            choices=STATUSES,
+            default="pending" if name == "sheet" else None,
+            help="only feedback in this state",
+        )
         command.add_argument("--label", choices=LABELS, help="only this label from the user")
         command.add_argument(
             "--predicted",
@@ -53,7 +64,13 @@ def _parser() -> argparse.ArgumentParser:
         )
         command.add_argument("--version", help="only answers of this model version")
         command.add_argument("--since", type=_moment, help="only feedback from this ISO time on")
-        if name != "list":
+        if name == "list":
+            command.add_argument(
+                "--no-pictures", action="store_true", help="one line per feedback, no picture"
+            )
+        if name == "sheet":
+            command.add_argument("--out", type=Path, required=True, help="the HTML file to write")
+        if name in ("accept", "reject"):
             command.add_argument(
                 "--all-pending",
                 action="store_true",
@@ -74,26 +91,39 @@ def _filter(args: argparse.Namespace) -> FeedbackFilter:
     )
 
 
-def _print_rows(rows: Sequence[FeedbackRow]) -> None:
+def _print_rows(items: Sequence[ReviewItem], pictures: bool) -> None:
     print(
         f"{'prediction id':32}  {'created (UTC)':19}  {'version':>8}  {'said':>4}  "
         f"{'label':>11}  {'status':8}  input"
     )
-    for row in rows:
+    for item in items:
+        row = item.row
         print(
             f"{row.prediction_id:32}  {row.created_at:%Y-%m-%d %H:%M:%S}  "
             f"{row.model_version:>8}  {row.predicted:>4}  {row.label:>11}  {row.status:8}  "
             f"{row.input_hash[:12]}"
         )
-    inputs = len({row.input_hash for row in rows})
-    print(f"{len(rows)} feedback, {inputs} distinct inputs (a repeated input counts once)")
+        if pictures:
+            for line in block_picture(item.pixels):
+                print(f"    {line}")
+    inputs = len({item.row.input_hash for item in items})
+    print(f"{len(items)} feedback, {inputs} distinct inputs (a repeated input counts once)")
+
+
+def _write_sheet(items: list[ReviewItem], which: FeedbackFilter, out: Path) -> None:
+    title = f"Feedback to review ({which.status or 'any status'})"
+    out.write_text(render_sheet(items, title), encoding="utf-8")
+    print(f"{len(items)} feedback on {out}: open it in a browser.")
 
 
 def run(store: Store, args: argparse.Namespace) -> int:
     """Carry out one command; returns the exit status."""
     which = _filter(args)
     if args.command == "list":
-        _print_rows(store.list_feedback(which))
+        _print_rows(review_items(store, which), pictures=not args.no_pictures)
+        return 0
+    if args.command == "sheet":
+        _write_sheet(review_items(store, which), which, args.out)
         return 0
     if which == FeedbackFilter():
         print(

@@ -213,3 +213,13 @@ def test_image_has_onnxruntime_and_no_torch(
     size = image_size(baked_image[0], store)
     print(f"image size: {size / 1e6:.0f} MB")
     assert size < MAX_IMAGE_BYTES
+
+
+def test_the_operators_commands_run_in_the_image(running_image: tuple[str, int, dict]) -> None:
+    """`mnist-registry` and `mnist-feedback` run in the image, as the README says."""
+    config = running_image[2]
+    for command, expected in ((["mnist-registry", "--help"], "history"),
+                              (["mnist-feedback", "list"], "0 feedback")):  # fmt: skip
+        result = subprocess.run(in_image(config["root"], config, command),
+                                capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert result.returncode == 0 and expected in result.stdout, result.stderr
