@@ -45,7 +45,6 @@ from monitoring.records import (
 )
 from monitoring.tables import (
     CLIENT_KEY_SECRET,
-    LABELS,
     STATUSES,
     Status,
     decode_pixels,
