@@ -3,8 +3,14 @@ base made offline by debootstrap (`deploy/container.py`), with the tiny test mod
 image's own command then runs chrooted in the mounted image, as the image's user, on loopback.
 
 podman cannot start containers here (no cgroups), hence the chroot. Everything lives in a
-private podman store under pytest's temporary directory, removed at the end: nothing is reused
-from an earlier run.
+private podman store under pytest's temporary directory, removed at the end, but for the Debian
+base: it does not change with the project and debootstrap takes minutes, so it is made once per
+machine and kept as an image archive in ~/.cache/mnist-mlops (delete it to make it again), as
+an engine keeps a base image it pulled: loading it took 7.7 s where debootstrap took 103 s.
+
+The build is not layered (`--layers=false`): with podman's vfs storage, which copies the whole
+file system for every layer, a layered build measured 465 s cold and 475 s with every step
+cached, against 130 s unlayered.
 """
 
 from __future__ import annotations
@@ -24,7 +30,15 @@ import pytest
 from fastapi.testclient import TestClient
 
 from bench.loadgen import free_port, post_picture, stop_group, wait_until_ready
-from deploy.container import build_image, image_size, make_base, podman
+from deploy.container import (
+    BASE_PACKAGES,
+    SUITE,
+    apt_mirror,
+    build_image,
+    image_size,
+    make_base,
+    podman,
+)
 from serving.app import create_app
 from serving.model_store import read_local_model
 from serving.settings import ServingSettings
@@ -33,6 +47,7 @@ from tests.test_dockerfile import copied_sources
 
 pytestmark = [pytest.mark.slow, pytest.mark.container]
 MAX_IMAGE_BYTES = 700e6  # measured 524 MB; torch alone would add more than this
+BASE_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mnist-mlops"
 
 
 def _cannot_run_here() -> str | None:
@@ -59,6 +74,24 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     subprocess.Popen(["rm", "-rf", str(root)], start_new_session=True)
 
 
+def base_image(store: Path, tag: str = "mnist-base:test") -> str:
+    """`deploy.container.make_base`'s Debian base in `store`: loaded from the machine's cache of
+    it, else made and added to the cache (one archive per suite, packages and mirror)."""
+    made_of = f"{SUITE} {' '.join(BASE_PACKAGES)} {apt_mirror()}"
+    archive = BASE_CACHE / f"base-{hashlib.sha256(made_of.encode()).hexdigest()[:16]}.tar"
+    if archive.is_file():
+        subprocess.run([*podman(store), "load", "--input", str(archive)], check=True,
+                       capture_output=True)  # fmt: skip
+        return tag
+    make_base(tag, storage_root=store)
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    partial = archive.with_name(f"{archive.name}.{os.getpid()}.partial")
+    save = [*podman(store), "save", "--format", "docker-archive", "--output", str(partial), tag]
+    subprocess.run(save, check=True, capture_output=True)
+    partial.rename(archive)  # whole or not at all, whoever else makes it at the same time
+    return tag
+
+
 @pytest.fixture(scope="module")
 def baked_image(
     store: Path, trained_registry: dict[str, str], tmp_path_factory: pytest.TempPathFactory
@@ -74,7 +107,7 @@ def baked_image(
     model = download_production(
         trained_registry["MLFLOW_TRACKING_URI"], context / "models" / "production"
     )
-    base = make_base("mnist-base:test", storage_root=store)
+    base = base_image(store)
     tag = build_image(
         "mnist-api:test",
         base,
@@ -82,7 +115,7 @@ def baked_image(
         target="baked",
         model="models/production",
         storage_root=store,
-        extra=["--layers=false"],  # one run, nothing to cache: fewer copies in vfs storage
+        extra=["--layers=false"],  # vfs copies the whole file system per layer: see above
     )
     return tag, model
 
