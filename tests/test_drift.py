@@ -173,6 +173,7 @@ def project(tmp_path: Path, classifier, digits, monkeypatch: pytest.MonkeyPatch)
         metrics=str(tmp_path / "metrics" / "drift.json"),
         window_size=WINDOW,
         false_alarm_windows=20,
+        reference="validation",  # the default is `traffic`; these tests compare with both
     )
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.setenv("MNIST_STORE_URL", f"sqlite:///{tmp_path / 'predictions.db'}")

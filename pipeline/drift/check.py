@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
+
 from mnist_core.classifier import DigitClassifier
 from monitoring.records import PredictionWindow
 from monitoring.store import Store
@@ -33,12 +35,16 @@ log = logging.getLogger(__name__)
 DRIFT_EXIT_CODE = 1
 
 
-def score_split(params: DriftParams, classifier: DigitClassifier, split: str) -> ScoredImages:
-    """A processed split through the model, flagged `uncertain` by the model's own threshold."""
-    pixels = load_split(params.data_dir, split)[0].numpy()
+def scored(classifier: DigitClassifier, pixels: np.ndarray) -> ScoredImages:
+    """28×28 inputs through the model, flagged `uncertain` by the model's own threshold."""
     probabilities = classifier.predict_proba(pixels)
     uncertain = probabilities.max(axis=1) < classifier.metadata.uncertain_below
     return ScoredImages(pixels, probabilities, uncertain)
+
+
+def score_split(params: DriftParams, classifier: DigitClassifier, split: str) -> ScoredImages:
+    """A processed split through the model, flagged `uncertain` by the model's own threshold."""
+    return scored(classifier, load_split(params.data_dir, split)[0].numpy())
 
 
 def window_span(window: PredictionWindow) -> dict[str, object]:
