@@ -76,9 +76,9 @@ def test_every_package_says_its_job(package: str) -> None:
 
 
 def test_no_two_modules_share_a_name_across_packages() -> None:
-    """A module's name says its job: the same name in two packages would be two jobs. DVC
-    stages are named after their stage, so `pipeline/stages/` is compared with the rest apart
-    from the packages a stage calls under another name."""
+    """A module's name says its job: the same name in two packages would be two jobs. Stages
+    are compared too (`stages/preprocess.py` once stood beside `serving/preprocess.py`); only
+    package markers and each package's own `settings.py` may repeat."""
     seen: dict[str, Path] = {}
     clashes = []
     for package in PACKAGES:
