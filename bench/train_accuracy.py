@@ -33,6 +33,7 @@ from pipeline.training.export import export_onnx
 from pipeline.training.job import calibrate
 from pipeline.training.loop import fit, load_outliers, use_bf16
 from pipeline.training.model import predict_logits
+from pipeline.training.placement import place
 
 # The generated pictures a choice may look at; the evaluate stage's own seed (0) is held out.
 VALIDATION_PICTURES_SEED = 1
@@ -122,8 +123,9 @@ def main() -> None:
 
     params = load_params(DEFAULT_PARAMS_FILE, args.overrides)
     base = params.train
-    if base.processes > 1 and not under_torchrun():  # as the train stage does
-        launch(base.processes, "bench.train_accuracy", sys.argv[1:])
+    placement = place(base.processes, base.batch_size)
+    if placement.processes > 1 and not under_torchrun():  # as the train stage does
+        launch(placement, "bench.train_accuracy", sys.argv[1:])
         return
     cluster, device = join()
     try:
@@ -131,7 +133,7 @@ def main() -> None:
     finally:
         leave()
     if cluster.is_main:
-        report(args, base, device, rows)
+        report(args, base, device, cluster, rows)
 
 
 def run_seeds(params: Params, seeds: list[int], device: torch.device, cluster: Cluster) -> list:
@@ -147,7 +149,9 @@ def run_seeds(params: Params, seeds: list[int], device: torch.device, cluster: C
     return rows
 
 
-def report(args: argparse.Namespace, base: TrainParams, device: torch.device, rows: list) -> None:
+def report(
+    args: argparse.Namespace, base: TrainParams, device: torch.device, cluster: Cluster, rows: list
+) -> None:
     """Write `bench/results/train_<label>.json` and print the Markdown table."""
 
     def median(key: str) -> float:
@@ -160,7 +164,8 @@ def report(args: argparse.Namespace, base: TrainParams, device: torch.device, ro
     summary = {
         "label": args.label,
         **machine(device, use_bf16(base, device)),
-        "processes": base.processes,
+        "processes": cluster.world_size,
+        "requested_processes": base.processes,
         "overrides": args.overrides,
         **{f"median_{key}": median(key) for key in keys},
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

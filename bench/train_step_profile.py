@@ -36,6 +36,7 @@ from pipeline.training.loop import (
     use_bf16,
     with_outliers,
 )
+from pipeline.training.placement import place
 from pipeline.training.tensors import normalize, to_unit
 
 PARTS = ("augment", "forward", "backward", "optimizer", "moving average")
@@ -47,7 +48,7 @@ def profile(overrides: list[str], steps: int, fused: bool) -> dict[str, float]:
     device = pick_device()
     images, labels = load_split(params.data_dir, "train")
     outliers = load_outliers(params)
-    batch_size = params.batch_size // params.processes  # one process's share
+    batch_size = params.batch_size // place(params.processes, params.batch_size).processes
     model = build_model(params).to(device, memory_format=torch.channels_last).train()
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=params.max_lr, weight_decay=params.weight_decay, fused=fused
@@ -108,9 +109,11 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     params = load_params(DEFAULT_PARAMS_FILE, args.overrides).train
     device = pick_device()
+    placement = place(params.processes, params.batch_size)
     summary = {
         **machine(device, use_bf16(params, device)),
-        "images_per_step": params.batch_size // params.processes,
+        "images_per_step": params.batch_size // placement.processes,
+        "processes": placement.processes,
         "overrides": args.overrides,
         "milliseconds_per_step": results,
     }

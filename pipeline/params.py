@@ -106,8 +106,9 @@ class TrainParams(_Section):
     feedback_weight: int = Field(default=1, ge=0)
     # Continue an interrupted run of the same configuration from its last epoch.
     resume: bool = True
-    # Data-parallel training processes on this machine (DDP under torchrun); 1: one process.
-    processes: int = Field(default=1, gt=0)
+    # Data-parallel training processes on this machine (DDP under torchrun); 1: one process;
+    # `auto`: one per GPU, two on a CPU (`pipeline.training.placement`).
+    processes: PositiveInt | Literal["auto"] = "auto"
     # The `uncertain` threshold is set so that this share of validation digits falls below it.
     uncertain_digit_share: float = Field(default=0.01, ge=0, lt=1)
     augment: AugmentParams

@@ -17,7 +17,7 @@ PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 def test_project_params_are_valid() -> None:
     params = load_params(PARAMS)
     assert params.train.epochs == 7
-    assert params.train.convs_per_block == [1, 2, 2] and params.train.processes == 2
+    assert params.train.convs_per_block == [1, 2, 2] and params.train.processes == "auto"
     assert params.registration.min_test_accuracy >= 0.99
 
 

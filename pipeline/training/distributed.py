@@ -1,8 +1,9 @@
 """Distributed data-parallel training (DDP) with `torchrun`: which process this is, and set-up.
 
-`train.processes: N` in params.yaml makes the train stage start itself under
-`torchrun --standalone --nproc-per-node N` on this machine; several machines are launched with
-torchrun directly (see the README). Each process trains on its own shard of every shuffled epoch
+`train.processes` in params.yaml (a count, or `auto`: see `pipeline.training.placement`) makes
+the train stage start itself under `torchrun --standalone --nproc-per-node N` on this machine,
+with the cores split between the processes; several machines are launched with torchrun directly
+(see the README). Each process trains on its own shard of every shuffled epoch
 with its own augmentation stream; gradients are averaged over processes (gloo on CPUs, NCCL on
 GPUs); only rank 0 validates, logs to MLflow and writes the stage outputs.
 """
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from pipeline.training.placement import Placement
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +49,20 @@ def under_torchrun() -> bool:
     return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
-def launch(processes: int, module: str, argv: list[str]) -> None:
-    """Run `python -m module argv` as `processes` DDP processes on this machine; wait for them."""
+def launch(placement: Placement, module: str, argv: list[str]) -> None:
+    """Run `python -m module argv` as `placement`'s DDP processes on this machine, each with its
+    share of the cores as threads (torchrun alone would give each one); wait for them."""
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone",
-        f"--nproc-per-node={processes}", "-m", module, *argv,
+        f"--nproc-per-node={placement.processes}", "-m", module, *argv,
     ]  # fmt: skip
-    log.info("Starting %d training processes: %s", processes, " ".join(command))
-    subprocess.run(command, check=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(placement.threads_per_process)}
+    log.info(
+        "Starting %d training processes of %d thread(s) on %s: %s",
+        placement.processes, placement.threads_per_process, placement.accelerator,
+        " ".join(command),
+    )  # fmt: skip
+    subprocess.run(command, check=True, env=env)
 
 
 def pick_device(local_rank: int = 0) -> torch.device:
