@@ -109,6 +109,9 @@ class TrainParams(_Section):
     # Data-parallel training processes on this machine (DDP under torchrun); 1: one process;
     # `auto`: one per GPU, two on a CPU (`pipeline.training.placement`).
     processes: PositiveInt | Literal["auto"] = "auto"
+    # Test-time augmentation in the exported graph: logits averaged over the image shifted by up
+    # to this many pixels each way ((2r+1)² views; `pipeline.training.shift_averaging`); 0: off.
+    test_time_shift: int = Field(default=0, ge=0, le=2)
     # The `uncertain` threshold is set so that this share of validation digits falls below it.
     uncertain_digit_share: float = Field(default=0.01, ge=0, lt=1)
     augment: AugmentParams

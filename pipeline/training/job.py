@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from torch import nn
 
 from mnist_core.classifier import ModelMetadata
 from mnist_core.settings import MlflowSettings
@@ -37,7 +38,8 @@ from pipeline.training.loop import (
     load_outliers,
     use_bf16,
 )
-from pipeline.training.model import DigitCNN, predict_logits, save_checkpoint
+from pipeline.training.model import predict_logits, save_checkpoint
+from pipeline.training.shift_averaging import shift_averaged
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +76,7 @@ def write_history(path: Path, history: list[EpochResult]) -> None:
 
 
 def calibrate(
-    network: DigitCNN, val: tuple[torch.Tensor, torch.Tensor], params: TrainParams
+    network: nn.Module, val: tuple[torch.Tensor, torch.Tensor], params: TrainParams
 ) -> tuple[ModelMetadata, dict[str, float]]:
     """Fit the temperature and the `uncertain` threshold on the validation split; return them
     and the validation figures before and after."""
@@ -98,10 +100,11 @@ def calibrate(
 
 
 def log_servable_model(
-    network: DigitCNN, params: TrainParams, metadata: ModelMetadata, example: np.ndarray
+    network: nn.Module, params: TrainParams, metadata: ModelMetadata, example: np.ndarray
 ) -> str:
-    """Export the network to ONNX (with its calibration) and log that as the run's model; the
-    PyTorch weights go beside it as a plain artifact. Returns the model URI."""
+    """Export the network (with its test-time shifts, if any) to ONNX with its calibration and
+    log that as the run's model; the PyTorch weights go beside it as a plain artifact. Returns
+    the model URI."""
     export_onnx(network, params.onnx_path, metadata)
     model_uri = log_onnx_model(params.onnx_path, example)
     mlflow.log_artifact(str(params.model_path), artifact_path="pytorch")
@@ -203,7 +206,8 @@ def train(
         )
         assert result is not None  # the main process gets the result
         seconds = sum(r.seconds for r in result.history)  # every epoch, resumed ones too
-        metadata, calibrated = calibrate(result.model, val_split, params)
+        servable = shift_averaged(result.model, params.test_time_shift)
+        metadata, calibrated = calibrate(servable, val_split, params)
         log.info(
             "temperature %.3f: validation ECE %.4f → %.4f; `uncertain` below %.3f",
             metadata.temperature, calibrated["val_ece_uncalibrated"], calibrated["val_ece"],
@@ -221,7 +225,7 @@ def train(
         mlflow.set_tag("kept_weights", result.best.kept)
         save_checkpoint(result.model, params.model_path)
         example = train_split[0][:4].numpy()
-        model_uri = log_servable_model(result.model, params, metadata, example)
+        model_uri = log_servable_model(servable, params, metadata, example)
         log.info("Run %s logged model %s", run.info.run_id, model_uri)
 
     write_history(params.history, result.history)
