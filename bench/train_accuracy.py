@@ -25,7 +25,11 @@ import torch
 from bench.machine import machine
 from mnist_core.classifier import DigitClassifier
 from pipeline.data.datasets import SPLITS, NonDigitSet, load_split
-from pipeline.evaluation.scoring import non_digit_metrics, real_picture_metrics
+from pipeline.evaluation.scoring import (
+    handwriting_metrics,
+    non_digit_metrics,
+    real_picture_metrics,
+)
 from pipeline.params import DEFAULT_PARAMS_FILE, Params, TrainParams, load_params
 from pipeline.training import calibration
 from pipeline.training.distributed import Cluster, join, launch, leave, under_torchrun
@@ -86,6 +90,7 @@ def score(
         export_onnx(servable, path, metadata)
         classifier = DigitClassifier(path)
         pictures = real_picture_metrics(classifier, VALIDATION_PICTURES_SEED)
+        handwriting = handwriting_metrics(classifier, VALIDATION_PICTURES_SEED)
         val_probabilities = classifier.predict_proba(splits["val"][0].numpy())
         rejection = non_digit_metrics(
             classifier, splits["non_digits"], val_probabilities.max(axis=1)
@@ -105,6 +110,8 @@ def score(
         "kept": result.best.kept,
         "val_real_pictures_accuracy": pictures["real_pictures_accuracy"],
         "val_real_pictures_by_style": pictures["real_pictures_by_style"],
+        "val_handwriting_accuracy": handwriting["handwriting_accuracy"],
+        "val_handwriting_by_kind": handwriting["handwriting_by_kind"],
         "val_non_digits_flagged": rejection["non_digits_flagged"],
         "val_held_out_flagged": rejection["held_out_non_digits_flagged"],
         "val_seen_flagged": rejection["non_digits"]["seen"]["flagged"],
@@ -166,9 +173,9 @@ def report(
         return statistics.median(row[key] for row in rows)
 
     keys = ("val_accuracy", "val_accuracy_served", "val_real_pictures_accuracy",
-            "val_non_digits_flagged", "val_held_out_flagged", "val_seen_flagged",
-            "val_held_out_auroc", "val_real_pictures_flagged", "test_accuracy", "test_ece",
-            "train_seconds", "seconds_per_epoch")  # fmt: skip
+            "val_handwriting_accuracy", "val_non_digits_flagged", "val_held_out_flagged",
+            "val_seen_flagged", "val_held_out_auroc", "val_real_pictures_flagged",
+            "test_accuracy", "test_ece", "train_seconds", "seconds_per_epoch")  # fmt: skip
     summary = {
         "label": args.label,
         **machine(device, use_bf16(base, device)),

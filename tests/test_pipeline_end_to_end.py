@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from mnist_core.classifier import DigitClassifier
 from mnist_core.settings import MlflowSettings
+from pipeline.datagen.digit_pictures import HANDWRITING_KINDS
 from pipeline.datagen.non_digit_families import FAMILIES
 from pipeline.io import sha256_of
 from pipeline.registry.aliases import promote, rollback
@@ -115,6 +116,9 @@ def test_calibration_and_generated_sets_are_scored(pipeline_run: Path) -> None:
     assert set(evaluated["real_pictures_by_style"]) == {
         "plain", "thick", "outline", "inverted", "transparent", "mouse"
     }  # fmt: skip
+    # The handwriting kinds training never saw, each named with its own figure.
+    assert set(evaluated["handwriting_by_kind"]) == set(HANDWRITING_KINDS)
+    assert all(0 <= value <= 1 for value in evaluated["handwriting_by_kind"].values())
     # Every non-digit family, 3 each in the tiny params; those training never saw reported apart.
     rejection = evaluated["non_digits"]
     assert set(rejection["by_family"]) == set(FAMILIES)

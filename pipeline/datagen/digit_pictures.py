@@ -6,6 +6,11 @@ preprocessing (`mnist_core.imaging.to_mnist`), so they measure what a user would
 typeset in the fonts matplotlib ships (DejaVu, STIX, Computer Modern), plain, thick, outlined,
 light-on-dark and on transparent backgrounds, placed off-centre on large canvases; and digits
 drawn as mouse strokes on a 280×280 canvas, as the web page sends them.
+
+Apart from those, `handwriting` draws the same pen strokes the ways other sources of handwriting
+differ from MNIST (`HANDWRITING_KINDS`): a thin or a thick pen, a low-resolution scan upscaled,
+a small digit far off-centre on a large sheet, a strong slant. None of it is trained on: the
+evaluate stage reports each kind apart.
 """
 
 from __future__ import annotations
@@ -29,6 +34,22 @@ FONTS = (
 )  # fmt: skip
 FONT_STYLES = ("plain", "thick", "outline", "inverted", "transparent")
 MOUSE_CANVAS = 280  # the web page's drawing canvas
+HANDWRITING_KINDS = ("thin_pen", "thick_pen", "low_res_scan", "off_centre", "slanted")
+
+
+@dataclass(frozen=True)
+class Pen:
+    """How a hand draws: pen width (pixels on the 280×280 canvas, both ends included), slant
+    (degrees; a range above 0 leans either way), the digit's height (pixels) and where its
+    centre falls (share of the canvas)."""
+
+    width: tuple[int, int] = (8, 25)
+    slant: tuple[float, float] = (-12, 12)
+    height: tuple[float, float] = (110, 220)
+    centre: tuple[float, float] = (0.35, 0.65)
+
+
+MOUSE = Pen()
 
 
 @dataclass(frozen=True)
@@ -117,15 +138,20 @@ STROKES: dict[int, list[list[tuple[float, float]]]] = {
 }
 
 
-def pen_drawing(strokes: list[list[tuple[float, float]]], rng: np.random.Generator) -> Image.Image:
+def pen_drawing(
+    strokes: list[list[tuple[float, float]]], rng: np.random.Generator, pen: Pen = MOUSE
+) -> Image.Image:
     """Pen strokes given in a unit box (x right, y down) drawn with a round pen on the web page's
-    transparent canvas, with the wobble, slant and size of a hand on a mouse."""
+    transparent canvas, with the wobble, slant and size of a hand (by default, one on a mouse)."""
     canvas = Image.new("RGBA", (MOUSE_CANVAS, MOUSE_CANVAS), (255, 255, 255, 0))
     draw = ImageDraw.Draw(canvas)
-    angle = math.radians(rng.uniform(-12, 12))
-    scale = rng.uniform(110, 220)
-    centre = rng.uniform(0.35, 0.65, size=2) * MOUSE_CANVAS
-    width = int(rng.integers(8, 26))
+    slant = rng.uniform(*pen.slant)
+    if pen.slant[0] > 0:
+        slant *= rng.choice([-1, 1])
+    angle = math.radians(slant)
+    scale = rng.uniform(*pen.height)
+    centre = rng.uniform(*pen.centre, size=2) * MOUSE_CANVAS
+    width = int(rng.integers(pen.width[0], pen.width[1] + 1))
     for stroke in strokes:
         points = np.array(stroke) - 0.5 + rng.normal(0, 0.02, size=(len(stroke), 2))
         x = points[:, 0] * math.cos(angle) - points[:, 1] * math.sin(angle)
@@ -154,6 +180,64 @@ def real_pictures(seed: int, mouse_per_digit: int = 20) -> Iterator[Picture]:
     for _ in range(mouse_per_digit):
         for digit in range(10):
             yield Picture("mouse", mouse_drawing(digit, rng), digit)
+
+
+# The hands of `HANDWRITING_KINDS` that only a pen changes; the other two are made below.
+PENS = {
+    "thin_pen": Pen(width=(3, 6)),
+    "thick_pen": Pen(width=(32, 44), height=(170, 230)),
+    "slanted": Pen(slant=(20, 32)),
+}
+
+
+def on_paper(drawing: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """A transparent-canvas drawing as dark ink on light grey paper (RGB), as a scan has it."""
+    paper = Image.new("RGB", drawing.size, (int(rng.integers(200, 245)),) * 3)
+    ink = Image.new("RGB", drawing.size, (int(rng.integers(10, 70)),) * 3)
+    return Image.composite(ink, paper, drawing.getchannel("A"))
+
+
+def low_res_scan(strokes: list[list[tuple[float, float]]], rng: np.random.Generator) -> Image.Image:
+    """A scan of a 10-18 pixel digit, upscaled with bilinear blur to a few hundred pixels."""
+    drawing = on_paper(pen_drawing(strokes, rng), rng)
+    small = int(rng.integers(10, 19))
+    tiny = drawing.resize((small, small), Image.Resampling.BOX)
+    return tiny.resize((small * 16, small * 16), Image.Resampling.BILINEAR)
+
+
+def off_centre(strokes: list[list[tuple[float, float]]], rng: np.random.Generator) -> Image.Image:
+    """A small digit near the left or right edge of a large sheet of grey paper."""
+    drawing = pen_drawing(strokes, rng, Pen(height=(90, 140)))
+    grey = int(rng.integers(215, 250))
+    sheet = Image.new(
+        "RGB", (int(rng.integers(700, 1000)), int(rng.integers(500, 800))), (grey,) * 3
+    )
+    corner = (
+        int(rng.choice([0, sheet.width - drawing.width])),
+        int(rng.integers(0, sheet.height - drawing.height)),
+    )
+    sheet.paste(
+        (int(rng.integers(10, 70)),) * 3,
+        (*corner, corner[0] + drawing.width, corner[1] + drawing.height),
+        mask=drawing.getchannel("A"),
+    )
+    return sheet
+
+
+def handwriting(seed: int, per_digit: int = 10) -> Iterator[Picture]:
+    """`per_digit` drawings of every digit in every one of `HANDWRITING_KINDS`."""
+    rng = np.random.default_rng(seed)
+    for kind in HANDWRITING_KINDS:
+        for _ in range(per_digit):
+            for digit in range(10):
+                strokes = STROKES[digit]
+                if kind == "low_res_scan":
+                    image = low_res_scan(strokes, rng)
+                elif kind == "off_centre":
+                    image = off_centre(strokes, rng)
+                else:
+                    image = pen_drawing(strokes, rng, PENS[kind])
+                yield Picture(kind, image, digit)
 
 
 def preprocess(pictures: Iterator[Picture]) -> Preprocessed:

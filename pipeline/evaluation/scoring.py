@@ -1,8 +1,9 @@
 """Score the exported ONNX model on the held-out test set, the Paint digits and two generated
 sets that are not MNIST: real-looking digits (fonts, mouse drawings;
-`pipeline.datagen.digit_pictures`) and the test rendition of every non-digit family
-(`pipeline.datagen.non_digit_families`),
-which should come out `uncertain` — reported per family, the families training never saw apart.
+`pipeline.datagen.digit_pictures`), the handwriting kinds training never saw (thin and thick
+pens, low-resolution scans, off-centre, slanted; reported per kind), and the test rendition of
+every non-digit family (`pipeline.datagen.non_digit_families`), which should come out
+`uncertain` — reported per family, the families training never saw apart.
 
 The model is run by `mnist_core.classifier`, the API's own inference code, and its calibration
 and `uncertain` threshold are the ones in the file, so what is evaluated is what is served. The
@@ -84,23 +85,41 @@ def by_kind(kinds: list[str], values: np.ndarray) -> dict[str, float]:
     return {kind: share(values[np.array(kinds) == kind]) for kind in dict.fromkeys(kinds)}
 
 
+def _read(
+    classifier: DigitClassifier, drawn: pictures.Preprocessed
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Whether each picture is read right and whether it is flagged, with its kind. A picture
+    the preprocessing rejects as empty (the API's 422) is wrong, and flagged."""
+    probabilities = classifier.predict_proba(drawn.images)
+    correct = probabilities.argmax(axis=1) == drawn.labels
+    flagged = probabilities.max(axis=1) < classifier.metadata.uncertain_below
+    correct = np.concatenate([correct, np.zeros(len(drawn.rejected), bool)])
+    flagged = np.concatenate([flagged, np.ones(len(drawn.rejected), bool)])
+    return correct, flagged, drawn.kinds + drawn.rejected
+
+
 def real_picture_metrics(classifier: DigitClassifier, seed: int) -> dict[str, object]:
     """Accuracy on the generated real-looking digits, and how many get flagged, with the
     threshold the model carries."""
-    threshold = classifier.metadata.uncertain_below
-    real = pictures.preprocess(pictures.real_pictures(seed))
-    real_probabilities = classifier.predict_proba(real.images)
-    correct = real_probabilities.argmax(axis=1) == real.labels
-    real_flagged = real_probabilities.max(axis=1) < threshold
-    # A picture the preprocessing rejects as empty (the API's 422) is wrong, and flagged.
-    correct = np.concatenate([correct, np.zeros(len(real.rejected), bool)])
-    real_flagged = np.concatenate([real_flagged, np.ones(len(real.rejected), bool)])
-    real_kinds = real.kinds + real.rejected
+    correct, flagged, kinds = _read(classifier, pictures.preprocess(pictures.real_pictures(seed)))
     return {
         "real_pictures_accuracy": share(correct),
-        "real_pictures_flagged": share(real_flagged),
+        "real_pictures_flagged": share(flagged),
         "real_pictures_count": len(correct),
-        "real_pictures_by_style": by_kind(real_kinds, correct),
+        "real_pictures_by_style": by_kind(kinds, correct),
+    }
+
+
+def handwriting_metrics(classifier: DigitClassifier, seed: int) -> dict[str, object]:
+    """Accuracy on the handwriting kinds training never saw (thin and thick pens, low-resolution
+    scans, far off-centre, strongly slanted: `pictures.HANDWRITING_KINDS`), per kind, and how
+    many get flagged."""
+    correct, flagged, kinds = _read(classifier, pictures.preprocess(pictures.handwriting(seed)))
+    return {
+        "handwriting_accuracy": share(correct),
+        "handwriting_flagged": share(flagged),
+        "handwriting_by_kind": by_kind(kinds, correct),
+        "handwriting_flagged_by_kind": by_kind(kinds, flagged),
     }
 
 
@@ -205,6 +224,7 @@ def evaluate(params: EvaluateParams, settings: MlflowSettings) -> dict[str, obje
         "test_ece": calibration.expected_calibration_error(probabilities, labels_np),
         "test_flagged": share(confidences < metadata.uncertain_below),
         **real_picture_metrics(classifier, params.pictures_seed),
+        **handwriting_metrics(classifier, params.pictures_seed),
         **non_digit_metrics(classifier, NonDigitSet.load(params.non_digits), confidences),
         **feedback_metrics(
             classifier,
@@ -215,11 +235,12 @@ def evaluate(params: EvaluateParams, settings: MlflowSettings) -> dict[str, obje
     metrics |= api_path_metrics(classifier, images, labels_np, params.batch_size)
     log.info(
         "test accuracy %.4f (%d errors), ECE %.4f (uncalibrated %.4f), seed images %s; "
-        "real pictures %.3f; non-digits flagged %.3f (families never trained on %.3f), "
-        "test digits flagged %.4f",
+        "real pictures %.3f, handwriting %.3f %s; non-digits flagged %.3f (families never "
+        "trained on %.3f), test digits flagged %.4f",
         metrics["test_accuracy"], metrics["test_errors"], metrics["test_ece"],
         metrics["test_ece_uncalibrated"], metrics["seed_predictions"],
-        metrics["real_pictures_accuracy"], metrics["non_digits_flagged"],
+        metrics["real_pictures_accuracy"], metrics["handwriting_accuracy"],
+        metrics["handwriting_by_kind"], metrics["non_digits_flagged"],
         metrics["held_out_non_digits_flagged"], metrics["test_flagged"],
     )  # fmt: skip
 
