@@ -9,20 +9,10 @@ from __future__ import annotations
 import base64
 import io
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
-from fastapi import (
-    APIRouter,
-    Depends,
-    File,
-    Form,
-    HTTPException,
-    Query,
-    Request,
-    Response,
-    UploadFile,
-)
+from fastapi import APIRouter, Depends, Form, HTTPException, Request, Response, UploadFile
 from fastapi.responses import JSONResponse
 from PIL import Image
 
@@ -40,6 +30,9 @@ from serving.schemas import (
     ErrorResponse,
     Health,
     ModelInfo,
+    ModelViewFlag,
+    PicturesUpload,
+    PictureUpload,
     PixelsRequest,
     Prediction,
     Readiness,
@@ -53,7 +46,11 @@ ERRORS = {
     400: {"model": ErrorResponse, "description": "a body that cannot be parsed (bad multipart)"},
     413: {"model": ErrorResponse, "description": "file too large"},
     415: {"model": ErrorResponse, "description": "not an image of an accepted type"},
-    422: {"model": ErrorResponse, "description": "no file, corrupt image, or no digit in it"},
+    422: {
+        "model": ErrorResponse,
+        "description": "no file, a corrupt image or no digit in it; a field or value the schema "
+        "does not name",
+    },
     503: {
         "model": ErrorResponse,
         "description": "no model loaded yet, or the server is too busy (see `Retry-After`)",
@@ -122,12 +119,6 @@ def uncertain_reason(probabilities: np.ndarray) -> str:
     if probabilities[first] + probabilities[second] >= TWO_WAY_SHARE:
         return f"It could be a {first} or a {second}."
     return "It does not look like a digit."
-
-
-ModelViewFlag = Annotated[
-    bool,
-    Query(description="also answer with the 28×28 picture the model saw, as a PNG (`model_view`)"),
-]
 
 
 def model_view_png(pixels: np.ndarray) -> str:
@@ -220,38 +211,31 @@ async def model_info(service: ServiceDep, served: ModelDep) -> ModelInfo:
 
 @router.post("/predict", response_model=Prediction, responses=ERRORS, tags=["predict"])
 async def predict(
-    file: Annotated[
-        UploadFile, File(description="a picture of one digit: PNG, JPEG, BMP, GIF or WebP")
-    ],
+    form: Annotated[PictureUpload, Form()],
     service: ServiceDep,
     served: ModelDep,
     response: Response,
-    source: Annotated[
-        Literal["upload", "canvas"],
-        Form(description="where the picture comes from (the page sends `canvas`), for the log"),
-    ] = "upload",
     model_view: ModelViewFlag = False,
 ) -> Prediction:
     """Classify one uploaded picture of a digit."""
     with service.batcher.arriving():
-        pixels = await service.decode_pool.upload(await read_upload(file, service.settings))
+        pixels = await service.decode_pool.upload(await read_upload(form.file, service.settings))
     probabilities = await service.batcher.infer(served.classifier, pixels[np.newaxis])
     view = pixels if model_view else None
-    prediction = logged(respond(probabilities[0], served, service, view), pixels, source, service)
+    prediction = logged(
+        respond(probabilities[0], served, service, view), pixels, form.source, service
+    )
     response.headers["X-Prediction-Id"] = prediction.prediction_id
     return prediction
 
 
 @router.post("/predict/batch", response_model=BatchPrediction, responses=ERRORS, tags=["predict"])
 async def predict_batch(
-    files: Annotated[
-        list[UploadFile], File(description="several pictures, each under the field `files`")
-    ],
-    service: ServiceDep,
-    served: ModelDep,
+    form: Annotated[PicturesUpload, Form()], service: ServiceDep, served: ModelDep
 ) -> BatchPrediction:
     """Classify several pictures in one model call; a bad one gets its own error and does not
     spoil the others."""
+    files = form.files
     limit = service.settings.max_batch_files
     if len(files) > limit:
         raise UploadError(413, f"Send at most {limit} files at a time.")

@@ -48,6 +48,8 @@ def _validation_message(error: RequestValidationError) -> str:
             sentences.append(
                 f"No file was uploaded: send the image as the multipart form field '{where}'."
             )
+        elif item["type"] == "extra_forbidden":
+            sentences.append(f"{where}: there is no such field here; /docs lists the fields.")
         else:
             sentences.append(f"{where or 'request body'}: {item['msg'][:200]}.")
     if len(errors) > MAX_ERRORS_SHOWN:

@@ -1,10 +1,16 @@
-"""Request and response models: every endpoint's shape, as shown in /docs."""
+"""Request and response models: every endpoint's shape, as shown in /docs.
+
+A request model says exactly what its endpoint accepts, and the endpoint accepts nothing else:
+an unknown field, a number written as a string or a flag written `1` is refused with 422, so the
+OpenAPI schema that clients (and schemathesis) read is the whole contract."""
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, Field
+from fastapi import Query, UploadFile
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 from mnist_core.labels import LABELS, NUM_CLASSES
 from monitoring.records import new_prediction_id
@@ -47,11 +53,58 @@ class BatchPrediction(BaseModel):
     results: list[BatchItem]
 
 
+class RequestModel(BaseModel):
+    """A request body: unknown fields are refused, and a value is taken only in its own JSON
+    type (strict: no `"12"` for 12, no `true` for 1)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class FormModel(BaseModel):
+    """A multipart form's fields: unknown fields are refused (the values are text by nature)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class PictureUpload(FormModel):
+    file: UploadFile = Field(description="a picture of one digit: PNG, JPEG, BMP, GIF or WebP")
+    source: Literal["upload", "canvas"] = Field(
+        default="upload",
+        description="where the picture comes from (the page sends `canvas`), for the log",
+    )
+
+
+class PicturesUpload(FormModel):
+    files: list[UploadFile] = Field(
+        min_length=1, description="several pictures, each under the field `files`"
+    )
+
+
+def _true_or_false(value: object) -> object:
+    # A query string is text: the schema's boolean is written `true` or `false`, nothing else
+    # (FastAPI alone would also take `1`, `yes`, `on`, `t`, and their opposites).
+    if value in ("true", "false"):
+        return value == "true"
+    if isinstance(value, bool):  # the default
+        return value
+    raise PydanticCustomError("bool_parsing", "write true or false")
+
+
+ModelViewFlag = Annotated[
+    bool,
+    BeforeValidator(_true_or_false),
+    Query(description="also answer with the 28×28 picture the model saw, as a PNG (`model_view`)"),
+]
+
 GreyLevel = Annotated[int, Field(ge=0, le=255)]
 MAX_PIXEL_SIDE = 512
+# The schema's example: a vertical stroke, as a 1 drawn light on dark (a blank one is refused).
+EXAMPLE_PIXELS = [
+    [255 if 12 <= x <= 15 and 4 <= y <= 23 else 0 for x in range(28)] for y in range(28)
+]
 
 
-class PixelsRequest(BaseModel):
+class PixelsRequest(RequestModel):
     pixels: list[Annotated[list[GreyLevel], Field(min_length=1, max_length=MAX_PIXEL_SIDE)]] = (
         Field(
             description="grey levels 0-255, one list per row, rows of equal length (any size up "
@@ -59,7 +112,7 @@ class PixelsRequest(BaseModel):
             "are both accepted.",
             min_length=1,
             max_length=MAX_PIXEL_SIDE,
-            examples=[[[0] * 28] * 28],
+            examples=[EXAMPLE_PIXELS],
         )
     )
 
@@ -111,13 +164,19 @@ def _digit_as_text(value: object) -> object:
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
-class FeedbackRequest(BaseModel):
+DigitNumber = Annotated[int, Field(ge=0, le=9)]
+
+
+class FeedbackRequest(RequestModel):
     prediction_id: str = Field(
         pattern="^[0-9a-f]{32}$", description="the `prediction_id` of the answer this is about"
     )
-    label: Annotated[FeedbackLabel, BeforeValidator(_digit_as_text)] = Field(
+    label: Annotated[
+        FeedbackLabel,
+        BeforeValidator(_digit_as_text, json_schema_input_type=FeedbackLabel | DigitNumber),
+    ] = Field(
         description="what the picture really shows: a digit 0-9 (the predicted one if the "
-        "answer was right) or `not_a_digit`"
+        "answer was right; as text or as a number) or `not_a_digit`"
     )
 
 
