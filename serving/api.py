@@ -45,7 +45,10 @@ if TYPE_CHECKING:  # SQLAlchemy's tables: loaded with the store, after the socke
 ERRORS = {
     400: {"model": ErrorResponse, "description": "a body that cannot be parsed (bad multipart)"},
     413: {"model": ErrorResponse, "description": "file too large"},
-    415: {"model": ErrorResponse, "description": "not an image of an accepted type"},
+    415: {
+        "model": ErrorResponse,
+        "description": "not an image of an accepted type, or a body that is not multipart",
+    },
     422: {
         "model": ErrorResponse,
         "description": "no file, a corrupt image or no digit in it; a field or value the schema "
@@ -90,6 +93,19 @@ async def get_model(service: ServiceDep) -> ServedModel:
 
 
 ModelDep = Annotated[ServedModel, Depends(get_model)]
+
+
+async def multipart_only(request: Request) -> None:
+    """The upload endpoints take the multipart/form-data their schema names, nothing else
+    (Starlette would read a url-encoded form too, whose fields can never be files). A request
+    with no body at all is left to say "No file was uploaded"."""
+    content_type = request.headers.get("content-type")
+    if content_type and not content_type.lower().startswith("multipart/form-data"):
+        raise UploadError(
+            415,
+            f"The body is {content_type.split(';')[0]}: send the pictures as multipart/form-data "
+            "(curl -F file=@digit.png).",
+        )
 
 
 async def read_upload(upload: UploadFile, settings: ServingSettings) -> bytes:
@@ -209,7 +225,13 @@ async def model_info(service: ServiceDep, served: ModelDep) -> ModelInfo:
     )
 
 
-@router.post("/predict", response_model=Prediction, responses=ERRORS, tags=["predict"])
+@router.post(
+    "/predict",
+    response_model=Prediction,
+    responses=ERRORS,
+    tags=["predict"],
+    dependencies=[Depends(multipart_only)],
+)
 async def predict(
     form: Annotated[PictureUpload, Form()],
     service: ServiceDep,
@@ -229,7 +251,13 @@ async def predict(
     return prediction
 
 
-@router.post("/predict/batch", response_model=BatchPrediction, responses=ERRORS, tags=["predict"])
+@router.post(
+    "/predict/batch",
+    response_model=BatchPrediction,
+    responses=ERRORS,
+    tags=["predict"],
+    dependencies=[Depends(multipart_only)],
+)
 async def predict_batch(
     form: Annotated[PicturesUpload, Form()], service: ServiceDep, served: ModelDep
 ) -> BatchPrediction:

@@ -48,6 +48,8 @@ def _validation_message(error: RequestValidationError) -> str:
             sentences.append(
                 f"No file was uploaded: send the image as the multipart form field '{where}'."
             )
+        elif "Expected UploadFile" in item["msg"]:
+            sentences.append(f"{where}: send a file here (a form part with a filename), not text.")
         elif item["type"] == "extra_forbidden":
             sentences.append(f"{where}: there is no such field here; /docs lists the fields.")
         else:

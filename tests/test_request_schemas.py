@@ -31,9 +31,9 @@ OUTSIDE_THE_SCHEMA = [
     ("pixels: an unknown field", "/predict/pixels",
      {"json": {"pixels": EXAMPLE_PIXELS, "invert": True}}, "invert: there is no such field"),
     ("pixels: a grey level as text", "/predict/pixels",
-     {"json": {"pixels": [["255"] * 28] + EXAMPLE_PIXELS[1:]}}, "valid integer"),
+     {"json": {"pixels": [["255"] * 28, *EXAMPLE_PIXELS[1:]]}}, "numbers, not text"),
     ("pixels: a grey level as a boolean", "/predict/pixels",
-     {"json": {"pixels": [[True] * 28] + EXAMPLE_PIXELS[1:]}}, "valid integer"),
+     {"json": {"pixels": [[True] * 28, *EXAMPLE_PIXELS[1:]]}}, "numbers, not text"),
     ("pixels: model_view=on", "/predict/pixels?model_view=on",
      {"json": {"pixels": EXAMPLE_PIXELS}}, "model_view: write true or false"),
     ("predict: an unknown form field", "/predict",
@@ -45,12 +45,14 @@ OUTSIDE_THE_SCHEMA = [
     ("batch: an unknown form field", "/predict/batch",
      {"files": PICTURES, "data": {"source": "upload"}}, "source: there is no such field"),
     ("batch: no files", "/predict/batch", {"data": {}}, "No file was uploaded"),
+    ("predict: the file as a text field", "/predict",
+     {"files": {"file": (None, "not a file")}}, "file: send a file here"),
     ("feedback: an unknown field", "/feedback",
      {"json": {"prediction_id": SOME_ID, "label": "7", "user": "me"}}, "user: there is no such"),
     ("feedback: a label as a boolean", "/feedback",
      {"json": {"prediction_id": SOME_ID, "label": True}}, "label"),
     ("feedback: a label as a fraction", "/feedback",
-     {"json": {"prediction_id": SOME_ID, "label": 7.0}}, "label"),
+     {"json": {"prediction_id": SOME_ID, "label": 7.5}}, "label"),
     ("feedback: an id as a number", "/feedback",
      {"json": {"prediction_id": 7, "label": "7"}}, "prediction_id"),
 ]  # fmt: skip
@@ -69,9 +71,20 @@ def test_a_request_outside_the_schema_is_refused_with_a_sentence(
     assert phrase in response.json()["detail"]
 
 
+@pytest.mark.parametrize("path", ["/predict", "/predict/batch"])
+def test_an_upload_that_is_not_multipart_gets_415(client: TestClient, path: str) -> None:
+    # What schemathesis sent for two empty files: a url-encoded form, no file in it.
+    response = client.post(path, data={"files": ["", ""]})
+    assert response.status_code == 415, response.text
+    assert "send the pictures as multipart/form-data" in response.json()["detail"]
+
+
 # (case, path, request arguments): each is inside the schema and answered.
 INSIDE_THE_SCHEMA = [
     ("pixels: the schema's own example", "/predict/pixels", {"json": {"pixels": EXAMPLE_PIXELS}}),
+    # A JSON Schema integer is a number without a fraction, written so or not.
+    ("pixels: 255.0 for 255", "/predict/pixels",
+     {"json": {"pixels": [[float(level) for level in row] for row in EXAMPLE_PIXELS]}}),
     ("pixels: model_view=true", "/predict/pixels?model_view=true",
      {"json": {"pixels": EXAMPLE_PIXELS}}),
     ("predict: source canvas, model_view=false", "/predict?model_view=false",
