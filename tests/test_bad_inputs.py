@@ -144,8 +144,10 @@ def test_multipart_without_boundary_is_a_sentence(client: TestClient) -> None:
 
 
 def test_huge_pixel_body_of_non_numbers_gets_a_short_answer(client: TestClient) -> None:
-    rows = [["x"] * 512 for _ in range(512)]
-    response = client.post("/predict/pixels", json={"pixels": rows})
+    text = client.post("/predict/pixels", json={"pixels": [["x"] * 512 for _ in range(512)]})
+    assert text.status_code == 422
+    assert len(text.content) < 2000 and "numbers, not text" in text.json()["detail"]
+    response = client.post("/predict/pixels", json={"pixels": [[300] * 512 for _ in range(512)]})
     assert response.status_code == 422
     assert len(response.content) < 2000 and "more problems" in response.json()["detail"]
     too_big = client.post("/predict/pixels", content=b"[" + b"0," * 4_000_000 + b"0]")
