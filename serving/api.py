@@ -108,6 +108,10 @@ async def multipart_only(request: Request) -> None:
         )
 
 
+# What the two upload endpoints share: their answers, their tag and the multipart check.
+UPLOAD_ROUTE = {"responses": ERRORS, "tags": ["predict"], "dependencies": [Depends(multipart_only)]}
+
+
 async def read_upload(upload: UploadFile, settings: ServingSettings) -> bytes:
     data = await upload.read(settings.max_upload_bytes + 1)
     if len(data) > settings.max_upload_bytes:
@@ -225,13 +229,7 @@ async def model_info(service: ServiceDep, served: ModelDep) -> ModelInfo:
     )
 
 
-@router.post(
-    "/predict",
-    response_model=Prediction,
-    responses=ERRORS,
-    tags=["predict"],
-    dependencies=[Depends(multipart_only)],
-)
+@router.post("/predict", response_model=Prediction, **UPLOAD_ROUTE)
 async def predict(
     form: Annotated[PictureUpload, Form()],
     service: ServiceDep,
@@ -251,13 +249,7 @@ async def predict(
     return prediction
 
 
-@router.post(
-    "/predict/batch",
-    response_model=BatchPrediction,
-    responses=ERRORS,
-    tags=["predict"],
-    dependencies=[Depends(multipart_only)],
-)
+@router.post("/predict/batch", response_model=BatchPrediction, **UPLOAD_ROUTE)
 async def predict_batch(
     form: Annotated[PicturesUpload, Form()], service: ServiceDep, served: ModelDep
 ) -> BatchPrediction:
