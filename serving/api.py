@@ -283,7 +283,13 @@ async def predict_batch(
     return BatchPrediction(model_version=served.version, results=results)
 
 
-@router.post("/predict/pixels", response_model=Prediction, responses=ERRORS, tags=["predict"])
+# JSON of grey levels: nothing there for 415 to refuse (a body that is not JSON gets 422).
+PIXELS_ERRORS = {status: answer for status, answer in ERRORS.items() if status != 415}
+
+
+@router.post(
+    "/predict/pixels", response_model=Prediction, responses=PIXELS_ERRORS, tags=["predict"]
+)
 async def predict_pixels(
     body: PixelsRequest,
     service: ServiceDep,
