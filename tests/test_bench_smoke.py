@@ -95,3 +95,14 @@ def test_soak_while_the_alias_moves(registry_copy: dict[str, str], tmp_path: Pat
     assert summary["warm_up_errors"] == 0 and summary["alias_moves"] >= 3, summary
     assert len(summary["versions_answering"]) == 2, summary
     assert summary["rss_growth"] < 0.5, summary  # a gross leak; the 20k run's figure is 2 %
+
+
+def test_preprocess_speed_against_a_baseline(tmp_path: Path) -> None:
+    out = tmp_path / "preprocess.json"
+    args = ["--repeat", "1", "--baseline", str(PROJECT_ROOT)]  # itself: the same pixels
+    results = run_benchmark("bench.preprocess_speed", args, {}, out)
+    assert set(results["pictures"]) == {"png28", "png280", "paint"}
+    canvas = results["pictures"]["png280"]
+    assert canvas["size"] == [280, 280] and canvas["mode"] == "RGBA"
+    assert all(canvas[key] > 0 for key in ("decode", "to_mnist", "baseline"))
+    assert "| png280 (280×280 RGBA) |" in out.with_suffix(".md").read_text()

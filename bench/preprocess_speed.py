@@ -1,0 +1,121 @@
+"""Benchmark: what decoding and `to_mnist` cost per picture, in process, against an older copy.
+
+    git archive a8a8eb1~1 | (mkdir -p /tmp/before && tar -x -C /tmp/before)   # an older version
+    python -m bench.preprocess_speed --baseline /tmp/before
+
+For each request body of the serving benchmark (a 28×28 PNG, the page's 280×280 canvas PNG, the
+1152×648 Paint picture), the median over `--repeat` rounds of the time per call of the API's
+decoding (`serving.decode.decode_image`), of this checkout's `to_mnist` and, with `--baseline`,
+of the `to_mnist` in that folder's `mnist_core/imaging.py`, the two taken in turn in each round
+and checked to give the same pixels. One thread, nothing else in the process. Writes
+`bench/results/preprocess_speed.json` and a markdown table (`.md`) beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import io
+import json
+import statistics
+import timeit
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+from PIL import Image
+
+from bench.machine import cpu_model
+from bench.serve_throughput import PAINT_PICTURE, payloads
+from mnist_core.imaging import to_mnist
+from serving.decode import decode_image
+
+MAX_PIXELS = 25_000_000
+
+
+def pictures() -> dict[str, bytes]:
+    """The PNG files the serving benchmark uploads (its multipart bodies' files)."""
+    bodies = payloads()
+    canvas_body = bodies["png280"][0]
+    start = canvas_body.index(b"\x89PNG")
+    end = canvas_body.rindex(b"\r\n--")
+    small = io.BytesIO()
+    with Image.open(PAINT_PICTURE) as paint:
+        Image.fromarray(to_mnist(paint)).save(small, format="PNG")
+    return {
+        "png28": small.getvalue(),
+        "png280": canvas_body[start:end],
+        "paint": PAINT_PICTURE.read_bytes(),
+    }
+
+
+def load_baseline(folder: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "baseline_imaging", folder / "mnist_core" / "imaging.py"
+    )
+    assert spec and spec.loader, f"no mnist_core/imaging.py in {folder}"
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def microseconds(call: Callable[[], object], number: int) -> float:
+    return timeit.timeit(call, number=number) / number * 1e6
+
+
+def timed(data: bytes, image: Image.Image, baseline: ModuleType | None, repeat: int) -> dict:
+    """Median µs per call over `repeat` rounds: decoding `data`, and `to_mnist` of its `image`
+    here and in `baseline` (in turn in each round, checked to agree)."""
+    number = max(20, int(0.2 / (microseconds(lambda: to_mnist(image), 5) / 1e6)))
+    rounds: dict[str, list[float]] = {"decode": [], "to_mnist": [], "baseline": []}
+    for _ in range(repeat):
+        rounds["decode"].append(microseconds(lambda: decode_image(data, MAX_PIXELS), number))
+        rounds["to_mnist"].append(microseconds(lambda: to_mnist(image), number))
+        if baseline is not None:
+            assert np.array_equal(baseline.to_mnist(image), to_mnist(image))
+            rounds["baseline"].append(microseconds(lambda: baseline.to_mnist(image), number))
+    return {key: statistics.median(values) for key, values in rounds.items() if values}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--baseline", type=Path, help="a folder holding an older mnist_core/")
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--out", type=Path, default=Path("bench/results/preprocess_speed.json"))
+    args = parser.parse_args()
+    baseline = load_baseline(args.baseline) if args.baseline else None
+
+    results: dict = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "cpu_model": cpu_model(),
+        "baseline": str(args.baseline) if args.baseline else None,
+        "repeat": args.repeat,
+        "pictures": {},
+    }
+    lines = [
+        "| picture | decode µs | to_mnist µs | baseline to_mnist µs | ratio |",
+        "|---|---|---|---|---|",
+    ]
+    for name, data in pictures().items():
+        image = decode_image(data, MAX_PIXELS)
+        medians = timed(data, image, baseline, args.repeat)
+        results["pictures"][name] = {"size": image.size, "mode": image.mode, **medians}
+        old = medians.get("baseline")
+        before, ratio = (
+            ("—", "—") if old is None else (f"{old:.0f}", f"{medians['to_mnist'] / old:.2f}")
+        )
+        lines.append(
+            f"| {name} ({image.width}×{image.height} {image.mode}) | {medians['decode']:.0f} "
+            f"| {medians['to_mnist']:.0f} | {before} | {ratio} |"
+        )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    table = "\n".join(lines) + "\n"
+    args.out.with_suffix(".md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
