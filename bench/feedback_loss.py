@@ -1,14 +1,15 @@
 """Benchmark: feedback sent the moment its prediction is answered, through the default workers.
 
     python -m bench.feedback_loss                    # 200 pairs from 8 clients
+    python -m bench.feedback_loss --store-url postgresql+psycopg://user:pw@127.0.0.1/predictions
     MNIST_MODEL_PATH=model.onnx python -m bench.feedback_loss --pairs 40 --clients 4
 
 Starts `python -m serving` (the default number of workers, a fresh SQLite store in a temporary
-directory) on 127.0.0.1, then each client posts a picture to `/predict` and, as soon as the
-answer comes, its `prediction_id` to `/feedback`, each request on a new connection (so the
-kernel spreads them over the workers). Prints how many feedbacks were answered 201 and how many
-were lost (404: "no logged prediction has this id"), with the feedback latencies, as JSON.
-The server is stopped at the end.
+directory, or the prediction store at `--store-url`) on 127.0.0.1, then each client posts a
+picture to `/predict` and, as soon as the answer comes, its `prediction_id` to `/feedback`, each
+request on a new connection (so the kernel spreads them over the workers). Prints how many
+feedbacks were answered 201 and how many were lost (404: "no logged prediction has this id"),
+with the feedback latencies, as JSON. The server is stopped at the end.
 """
 
 from __future__ import annotations
@@ -70,13 +71,14 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=200)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--python", default=sys.executable, help="interpreter of the API")
+    parser.add_argument("--store-url", help="the prediction store (default: a fresh SQLite file)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="feedback-loss-") as scratch:
         port = free_port()
         command = [args.python, "-m", "serving", "--port", str(port)]
         # Every pair's feedback within the budget of one client (they all come from 127.0.0.1).
         env = {
-            "MNIST_STORE_URL": f"sqlite:///{Path(scratch) / 'predictions.db'}",
+            "MNIST_STORE_URL": args.store_url or f"sqlite:///{Path(scratch) / 'predictions.db'}",
             "MNIST_FEEDBACK_PER_HOUR": str(args.pairs + 1),
         }
         with running(command, "/ready", port, env, timeout=180) as server:
