@@ -38,6 +38,7 @@ from monitoring.records import (
     FeedbackSet,
     PredictionRecord,
     PredictionWindow,
+    ShadowAnswer,
     StoredFeedback,
     UnknownPrediction,
     input_hash,
@@ -55,6 +56,7 @@ from monitoring.tables import (
     feedback,
     predictions,
     secrets,
+    shadow_answers,
 )
 
 
@@ -144,17 +146,35 @@ class Store:
 
     # --- predictions -----------------------------------------------------------------------
 
-    def add_predictions(self, records: Iterable[PredictionRecord]) -> int:
-        """Write a batch of predictions in one transaction; returns how many."""
+    def add_predictions(
+        self, records: Iterable[PredictionRecord], answers: Iterable[ShadowAnswer] = ()
+    ) -> int:
+        """Write a batch of predictions, and the challenger's answers for some of them, in one
+        transaction; returns how many predictions."""
         rows = [self._insert.parameters(record) for record in records]
-        if rows:
+        shadow = [
+            {
+                "prediction_id": answer.prediction_id,
+                "created_at": answer.created_at,
+                "challenger_version": answer.challenger_version,
+                "digit": int(answer.digit),
+                "confidence": float(answer.confidence),
+                "uncertain": bool(answer.uncertain),
+            }
+            for answer in answers
+        ]
+        if rows or shadow:
             with self.engine.begin() as connection:
-                connection.exec_driver_sql(self._insert.sql, rows)
+                if rows:
+                    connection.exec_driver_sql(self._insert.sql, rows)
+                if shadow:
+                    connection.execute(insert(shadow_answers), shadow)
         return len(rows)
 
     def prune(self, max_rows: int, max_age: timedelta, now: datetime | None = None) -> int:
         """Delete predictions older than `max_age` or beyond the newest `max_rows`, keeping
-        those that received feedback; returns how many went."""
+        those that received feedback, and the challenger's answers whose prediction is gone;
+        returns how many predictions went."""
         cutoff = (now or utc_now()) - max_age
         unanswered = ~exists().where(feedback.c.prediction_id == predictions.c.id)
         with self.engine.begin() as connection:
@@ -168,6 +188,14 @@ class Store:
                 cutoff = max(cutoff, nth_newest + timedelta(microseconds=1))
             result = connection.execute(
                 delete(predictions).where(predictions.c.created_at < cutoff, unanswered)
+            )
+            # Through the answers' own time index: an answer is written just after its
+            # prediction, so one left past the cutoff goes at a later prune.
+            connection.execute(
+                delete(shadow_answers).where(
+                    shadow_answers.c.created_at < cutoff,
+                    ~exists().where(predictions.c.id == shadow_answers.c.prediction_id),
+                )
             )
         return result.rowcount
 

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from monitoring.model_metrics import MonitoringMetrics
-from monitoring.records import PredictionRecord, utc_now
+from monitoring.records import PredictionRecord, ShadowAnswer, utc_now
 from monitoring.settings import MonitoringSettings
 
 if TYPE_CHECKING:  # SQLAlchemy: imported by the first `store()`, off the request path
@@ -66,16 +66,25 @@ class PredictionLog:
                     log.warning("%s", self.problem)
             return self._store
 
-    def submit(self, record: PredictionRecord) -> None:
-        """Queue one prediction (sampled); never blocks."""
+    def submit(self, record: PredictionRecord) -> bool:
+        """Queue one prediction (sampled); never blocks. True when it was queued."""
         if not self.enabled or random.random() >= self.settings.log_sample_rate:
-            return
+            return False
         try:
             self._queue.put_nowait(record)
         except queue.Full:
             self.metrics.log_dropped.labels("queue_full").inc()
-            return
+            return False
         self.metrics.log_queued.inc()
+        return True
+
+    def submit_shadow(self, answer: ShadowAnswer) -> None:
+        """Queue the challenger's answer for a prediction queued before it; never blocks. (Not
+        in `log_queued`, which counts predictions: a dead worker's loss is told from it.)"""
+        try:
+            self._queue.put_nowait(answer)
+        except queue.Full:
+            self.metrics.shadow.dropped.labels("not_logged").inc()
 
     def start(self) -> None:
         if self.enabled and self._thread is None:
@@ -132,21 +141,25 @@ class PredictionLog:
             if not batch:
                 return
             self._write(batch)
-            self.metrics.log_queued.dec(len(batch))
+            self.metrics.log_queued.dec(sum(isinstance(r, PredictionRecord) for r in batch))
             for _ in batch:
                 self._queue.task_done()
 
-    def _write(self, records: list[PredictionRecord]) -> None:
-        if not records:
-            return
+    def _write(self, records: list[PredictionRecord | ShadowAnswer]) -> None:
+        predictions = [record for record in records if isinstance(record, PredictionRecord)]
+        answers = [record for record in records if isinstance(record, ShadowAnswer)]
         store = self.store()
         try:
             if store is None:
                 raise RuntimeError(self.problem)
-            self.metrics.log_written.inc(store.add_predictions(records))
+            self.metrics.log_written.inc(store.add_predictions(predictions, answers))
         except Exception as error:
-            self.metrics.log_dropped.labels("store_error").inc(len(records))
-            log.warning("%d predictions not logged: %s", len(records), error)
+            self.metrics.log_dropped.labels("store_error").inc(len(predictions))
+            self.metrics.shadow.dropped.labels("not_logged").inc(len(answers))
+            log.warning(
+                "%d predictions and %d challenger answers not logged: %s",
+                len(predictions), len(answers), error,
+            )  # fmt: skip
             self._forget_store(store)
 
     def _prune(self) -> None:
