@@ -39,8 +39,15 @@ from mlflow.tracking import MlflowClient
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.loadgen import Server, free_port, running, wrk
-from bench.logging_overhead import STATES, one_round, summary, warmed_up
+from bench.loadgen import Server, wrk
+from bench.logging_overhead import (
+    STATES,
+    on_off_table,
+    one_round,
+    save,
+    started,
+    summary,
+)
 from bench.machine import cpu_model
 from bench.serve_throughput import payloads
 from mnist_core.classifier import DigitClassifier, default_threads
@@ -105,18 +112,15 @@ def paired_rounds(
     """`--repeat` rounds of both servers; and each one's shadow counters at the end."""
     rounds: dict[str, list[dict]] = {state: [] for state in STATES}
     with contextlib.ExitStack() as stack:
-        servers = {}
-        for state in STATES:
-            port = free_port()
-            command = [args.python, "-m", "serving", "--port", str(port)]
-            command += ["--workers", str(args.workers)]
-            env = {
+        envs = {
+            state: {
                 "MLFLOW_TRACKING_URI": tracking_uri,
                 "MNIST_STORE_URL": f"sqlite:///{scratch / f'predictions-{state}.db'}",
                 "MNIST_SHADOW_SAMPLE_RATE": str(args.sample_rate if state == "on" else 0),
             }
-            servers[state] = stack.enter_context(running(command, "/ready", port, env))
-            warmed_up(servers[state], body)
+            for state in STATES
+        }
+        servers, _ = started(stack, args, body, envs)
         shadowing(servers["on"], body)
         before = {state: shadow_counts(server) for state, server in servers.items()}
         for index in range(args.repeat):
@@ -195,24 +199,18 @@ def check_compared(rounds: dict[str, list[dict]], counts: dict[str, dict[str, fl
 
 
 def table(results: dict) -> str:
-    off, on = results["median"]["off"], results["median"]["on"]
-    rps, cpu = (results["ratio_on_off"][key] for key in ("requests_per_s", "cpu_us_per_request"))
-    rounds = ", ".join(f"{value:.3f}" for value in rps["per_round"])
-    dropped = {k: v for k, v in results["shadow_counts"]["on"].items() if k != "compared"}
+    """The comparison as a markdown table."""
+    counts = results["shadow_counts"]["on"]
+    dropped = ", ".join(
+        f"{key.removeprefix('dropped_')} {value:,.0f}"
+        for key, value in counts.items()
+        if key.startswith("dropped_")
+    )
     return (
-        "| shadow | req/s (median) | CPU per request (µs, median) | p50 / p99 (ms) | errors |\n"
-        "|---|---|---|---|---|\n"
-        + "".join(
-            f"| {state} | {cells['requests_per_s']:.0f} | {cells['cpu_us_per_request']:.0f} "
-            f"| {cells['p50_ms']:.1f} / {cells['p99_ms']:.1f} | {results['errors'][state]} |\n"
-            for state, cells in (("off", off), ("on", on))
-        )
-        + f"\nOn/off, round by round: req/s {rps['median']:.3f} (median, 95 % interval "
-        f"{rps['median_95ci'][0]:.3f}-{rps['median_95ci'][1]:.3f}; rounds {rounds}); CPU per "
-        f"request {cpu['median']:.3f} ({cpu['median_95ci'][0]:.3f}-{cpu['median_95ci'][1]:.3f})."
-        f" Compared in the shadow: {results['shadow_counts']['on'].get('compared', 0):,.0f} "
-        f"answers at sample rate {results['sample_rate']:g}; dropped: {dropped}. CPU per "
-        f"shadowed answer, in process: {results['shadow_cpu_us_per_answer']:.0f} µs.\n"
+        on_off_table(results, "shadow")
+        + f" Compared in the shadow: {counts.get('compared', 0):,.0f} answers at sample rate "
+        f"{results['sample_rate']:g} (dropped: {dropped}). CPU per shadowed answer, in process: "
+        f"{results['shadow_cpu_us_per_answer']:.0f} µs.\n"
     )
 
 
@@ -263,10 +261,7 @@ def main() -> None:
         "shadow_cpu_us_per_answer": round(shadow_cpu_us_per_answer(onnx_model, args.workers), 1),
         "rounds": rounds,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(table(results))
-    print(table(results))
+    save(results, table(results), args.out)
 
 
 if __name__ == "__main__":

@@ -72,29 +72,22 @@ class ShadowMetrics:
     """The challenger's comparisons with production (see the module's docstring)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.comparisons = Counter(
-            "mnist_shadow_comparisons",
-            "Answers the challenger also gave, by agreement with production's",
-            ["outcome"],
-            registry=registry,
+        def counter(name: str, documentation: str, *labels: str) -> Counter:
+            return Counter(name, documentation, labels, registry=registry)
+
+        self.comparisons = counter(
+            "mnist_shadow_comparisons", "Challenger answers, by agreement with production's",
+            "outcome",
+        )  # fmt: skip
+        self.disagreements = counter(
+            "mnist_shadow_disagreements", "Challenger answers that differ, by each side's digit",
+            "production", "challenger",
+        )  # fmt: skip
+        self.uncertain = counter(
+            "mnist_shadow_uncertain", "Compared answers flagged uncertain, by side", "side"
         )
-        self.disagreements = Counter(
-            "mnist_shadow_disagreements",
-            "Challenger answers that differ from production's, by each side's digit",
-            ["production", "challenger"],
-            registry=registry,
-        )
-        self.uncertain = Counter(
-            "mnist_shadow_uncertain",
-            "Compared answers flagged uncertain, by side",
-            ["side"],
-            registry=registry,
-        )
-        self.dropped = Counter(
-            "mnist_shadow_dropped",
-            "Shadow work not done or not logged, by reason",
-            ["reason"],
-            registry=registry,
+        self.dropped = counter(
+            "mnist_shadow_dropped", "Shadow work not done or not logged, by reason", "reason"
         )
         self.version = Gauge(
             "mnist_shadow_version",

@@ -28,6 +28,25 @@ PRUNE_EVERY_SECONDS = 60.0
 REOPEN_AFTER_SECONDS = 5.0
 
 
+def take(waiting: queue.Queue, most: int) -> list:
+    """Up to `most` items from `waiting`, without waiting for any."""
+    taken = []
+    while len(taken) < most:
+        try:
+            taken.append(waiting.get_nowait())
+        except queue.Empty:
+            break
+    return taken
+
+
+def wait_until_done(waiting: queue.Queue, wake: threading.Event, timeout: float) -> None:
+    """Wake the thread that empties `waiting`, and block until it has handled all that is queued
+    now (or `timeout` seconds have passed)."""
+    wake.set()
+    with waiting.all_tasks_done:
+        waiting.all_tasks_done.wait_for(lambda: not waiting.unfinished_tasks, timeout)
+
+
 class PredictionLog:
     """The store (opened on first use, reopened after a failure) and the queue in front of it."""
 
@@ -110,9 +129,7 @@ class PredictionLog:
 
     def wait_until_written(self, timeout: float = 10.0) -> None:
         """Write what is queued now, and block until it is handled (tests, benchmarks)."""
-        self._wake.set()
-        with self._queue.all_tasks_done:
-            self._queue.all_tasks_done.wait_for(lambda: not self._queue.unfinished_tasks, timeout)
+        wait_until_done(self._queue, self._wake, timeout)
 
     def _run(self) -> None:
         self.store()  # at once: opening (upgrading) a store may take seconds
@@ -131,15 +148,7 @@ class PredictionLog:
 
     def _drain(self) -> None:
         """Write everything queued, `log_batch_size` rows a transaction."""
-        while True:
-            batch = []
-            while len(batch) < self.settings.log_batch_size:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            if not batch:
-                return
+        while batch := take(self._queue, self.settings.log_batch_size):
             self._write(batch)
             self.metrics.log_queued.dec(sum(isinstance(r, PredictionRecord) for r in batch))
             for _ in batch:

@@ -25,7 +25,7 @@ import numpy as np
 
 from monitoring.model_metrics import ShadowMetrics
 from monitoring.records import ShadowAnswer
-from monitoring.writer import PredictionLog
+from monitoring.writer import PredictionLog, take, wait_until_done
 from serving.model_store import ModelStore, ServedModel
 from serving.settings import ServingSettings
 
@@ -114,9 +114,7 @@ class ShadowScorer:
 
     def wait_until_scored(self, timeout: float = 10.0) -> None:
         """Score what is queued now, and block until it is done (tests, benchmarks)."""
-        self._wake.set()
-        with self._queue.all_tasks_done:
-            self._queue.all_tasks_done.wait_for(lambda: not self._queue.unfinished_tasks, timeout)
+        wait_until_done(self._queue, self._wake, timeout)
 
     def _run(self) -> None:
         while not self._stopping.is_set():
@@ -126,15 +124,7 @@ class ShadowScorer:
         self._drain()  # what was queued while the last batch ran
 
     def _drain(self) -> None:
-        while True:
-            jobs = []
-            while len(jobs) < self.settings.batch_max_size:
-                try:
-                    jobs.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            if not jobs:
-                return
+        while jobs := take(self._queue, self.settings.batch_max_size):
             try:
                 self._score(jobs)
             except Exception:  # whatever it is, the thread goes on and no request sees it

@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 from prometheus_client.parser import text_string_to_metric_families
@@ -16,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pipeline.registry.commands import main as registry_cli
 from serving.app import create_app
 from serving.settings import ServingSettings
-from tests.conftest import SEED_IMAGES, ready_client
+from tests.conftest import SEED_IMAGES, ready_client, with_more_versions
 
 MODEL = "mnist-cnn"
 SEVEN = (SEED_IMAGES / "num_7.png").read_bytes()
@@ -42,13 +41,7 @@ def samples(text: str, name: str) -> dict[tuple, float]:
 def registry(registry_copy: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> MlflowClient:
     """The tiny registry (version 1 in production) with versions 2 and 3 of the same model,
     version 2 the challenger."""
-    for name, value in registry_copy.items():
-        monkeypatch.setenv(name, value)
-    client = MlflowClient(registry_copy["MLFLOW_TRACKING_URI"])
-    mlflow.set_tracking_uri(registry_copy["MLFLOW_TRACKING_URI"])
-    source = client.get_model_version(MODEL, "1").source
-    for _ in range(2):
-        mlflow.register_model(source, MODEL)
+    client = with_more_versions(registry_copy, monkeypatch, count=2)
     client.set_registered_model_alias(MODEL, "challenger", "2")
     return client
 

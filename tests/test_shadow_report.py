@@ -8,7 +8,6 @@ from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
@@ -24,6 +23,7 @@ from monitoring.records import (
 from monitoring.shadow_report import compare
 from monitoring.store import Store, open_store
 from pipeline.registry.commands import main as registry_cli
+from tests.conftest import with_more_versions
 
 MODEL = "mnist-cnn"
 # (production digit, production uncertain, challenger digit, challenger uncertain, feedback)
@@ -115,12 +115,7 @@ def test_pruning_takes_the_answers_whose_prediction_went(store: Store) -> None:
 @pytest.fixture
 def registry(registry_copy: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> MlflowClient:
     """The tiny registry with a version 2 of the same model."""
-    for name, value in registry_copy.items():
-        monkeypatch.setenv(name, value)
-    client = MlflowClient(registry_copy["MLFLOW_TRACKING_URI"])
-    mlflow.set_tracking_uri(registry_copy["MLFLOW_TRACKING_URI"])
-    mlflow.register_model(client.get_model_version(MODEL, "1").source, MODEL)
-    return client
+    return with_more_versions(registry_copy, monkeypatch)
 
 
 def test_the_compare_command_prints_both_sides(
