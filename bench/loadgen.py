@@ -93,18 +93,21 @@ def running(
     """Start a server on 127.0.0.1:`port`, wait for `ready_path` to answer 200, stop it after."""
     url = f"http://127.0.0.1:{port}"
     started = time.perf_counter()
-    process = subprocess.Popen(
-        command,
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # so that stopping it stops its workers too
-    )
-    try:
-        wait_until_ready(url + ready_path, process, timeout)
-        yield Server(process, url, time.perf_counter() - started)
-    finally:
-        stop_group(process)
+    # The server's output goes to a file, read only if it never gets ready: a pipe left unread
+    # would block a chatty server.
+    with tempfile.NamedTemporaryFile(prefix="server-", suffix=".log") as log:
+        process = subprocess.Popen(
+            command,
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # so that stopping it stops its workers too
+        )
+        try:
+            wait_until_ready(url + ready_path, process, timeout, Path(log.name))
+            yield Server(process, url, time.perf_counter() - started)
+        finally:
+            stop_group(process)
 
 
 def stop_group(process: subprocess.Popen) -> None:

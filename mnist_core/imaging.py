@@ -53,21 +53,25 @@ def _to_gray(image: Image.Image) -> Image.Image:
         levels = np.asarray(image, dtype=np.float64)
         top = 65535.0 if image.mode.startswith("I;16") else max(float(levels.max()), 1.0)
         return Image.fromarray(np.clip(levels * (255 / top), 0, 255).astype(np.uint8))
+    if image.mode in ("RGBA", "LA") and image.getchannel("A").getextrema()[0] == 255:
+        return image.convert("L")  # opaque, as the page's canvas is: nothing to composite
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         gray, alpha = image.convert("LA").split()
         return Image.composite(gray, Image.new("L", image.size, 255), alpha)
     return image.convert("L")
 
 
-def _median_level(histogram: list[int]) -> int:
+def _median_level(histogram: np.ndarray) -> int:
     """The median grey level of an 8-bit picture, from its histogram."""
-    return int(np.searchsorted(np.cumsum(histogram), (sum(histogram) + 1) / 2))
+    cumulative = np.cumsum(histogram)
+    return int(np.searchsorted(cumulative, (cumulative[-1] + 1) / 2))
 
 
-def _ink_levels(gray: Image.Image) -> np.ndarray:
+def _ink_levels(histogram: np.ndarray) -> np.ndarray:
     """For each grey level, its ink intensity in [0, 1]: bright on dark, background at 0."""
-    background = _median_level(gray.histogram())
-    darkest, brightest = gray.getextrema()
+    background = _median_level(histogram)
+    present = np.flatnonzero(histogram)
+    darkest, brightest = int(present[0]), int(present[-1])
     levels = LEVELS
     if background > 127:  # dark ink on a light page, as drawn in Paint: invert
         levels, background, brightest = 255 - LEVELS, 255 - background, 255 - darkest
@@ -96,12 +100,16 @@ def to_mnist(image: Image.Image) -> np.ndarray:
     Raises `EmptyImageError` when there is no digit to find.
     """
     gray = _to_gray(image)
-    ink_levels = _ink_levels(gray)
-    ink = gray.point(np.round(ink_levels * 255).astype(np.uint8).tolist())
-    mask = gray.point((ink_levels > INK_THRESHOLD).astype(np.uint8).tolist())
-    if mask.histogram()[1] < max(MIN_INK_PIXELS, MIN_INK_FRACTION * gray.width * gray.height):
+    # One pass over the picture gives the background, the extremes and the ink's pixel count.
+    histogram = np.array(gray.histogram())
+    ink_levels = _ink_levels(histogram)
+    is_ink = ink_levels > INK_THRESHOLD
+    ink_pixels = int(histogram[is_ink].sum())
+    if ink_pixels < max(MIN_INK_PIXELS, MIN_INK_FRACTION * gray.width * gray.height):
         raise EmptyImageError("The picture is nearly empty: draw or upload a larger digit.")
-    crop = ink.crop(mask.getbbox())
+    box = gray.point(is_ink.astype(np.uint8).tolist()).getbbox()
+    # Grey levels become ink intensities on the digit's box only, not on the whole picture.
+    crop = gray.crop(box).point(np.round(ink_levels * 255).astype(np.uint8).tolist())
     factor = DIGIT_BOX / max(crop.size)
     size = (max(1, round(crop.width * factor)), max(1, round(crop.height * factor)))
     # `reducing_gap` first shrinks a large crop by whole pixels (cheap), then filters the rest.

@@ -52,6 +52,18 @@ def test_serve_throughput_quick_run(trained_registry: dict[str, str], tmp_path: 
     assert out.with_suffix(".png").stat().st_size > 0
 
 
+def test_serve_paired_one_short_round(trained_registry: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "paired.json"
+    args = ["--rounds", "1", "--seconds", "1", "--workers", "1", "--connections", "4"]
+    results = run_benchmark("bench.serve_paired", args, trained_registry, out)
+    (measured,) = results["rounds"]
+    assert set(measured) == {"png280", "png28", "json28"}
+    assert all(cell["requests"] > 0 and cell["errors"] == 0 for cell in measured.values())
+    ratio = measured["png280"]["requests_per_s"] / measured["json28"]["requests_per_s"]
+    row = next(line for line in out.with_suffix(".md").read_text().splitlines() if "png280" in line)
+    assert row.endswith(f"| {ratio:.2f} |")
+
+
 def test_logging_overhead_quick_run(trained_registry: dict[str, str], tmp_path: Path) -> None:
     out = tmp_path / "logging.json"
     results = run_benchmark("bench.logging_overhead", ["--quick"], trained_registry, out)

@@ -1,0 +1,114 @@
+"""Benchmark: our `/predict` against `mlflow models serve` in paired rounds at one concurrency.
+
+    python -m bench.serve_paired                      # c=32, 2 workers each, 5 rounds of 8 s
+    python -m bench.serve_paired --rounds 1 --seconds 1 --out /tmp/x.json   # a smoke run
+
+Both servers serve the same registered ONNX version and stay up for the whole run, each idle
+while the other is measured; a round measures ours on every payload (the page's 280×280 canvas
+PNG, a 28×28 PNG) and theirs on the 28×28 digit as a JSON tensor, one after the other, so each
+round's ratios come from the same minute of a noisy machine. The table shows each round's ratio
+and the median. Both listen on 127.0.0.1 only and are stopped at the end. Writes
+`bench/results/serve_paired.json` and a markdown table (`.md`) beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from bench.loadgen import free_port, running, wrk
+from bench.machine import cpu_model
+from bench.serve_throughput import payloads
+from mnist_core.classifier import default_threads
+from serving.settings import ServingSettings
+
+OURS = ("png280", "png28")
+
+
+def table(results: dict) -> str:
+    """Markdown: one row per payload, req/s and p99 per round, the ratio to mlflow's median."""
+    rounds = results["rounds"]
+    lines = [
+        f"{results['date']}, {results['cpu_model']}, {results['cores']} cores, "
+        f"{results['workers']} workers each, c={results['connections']}, "
+        f"{results['seconds']} s per cell, {len(rounds)} paired rounds",
+        "",
+        "| server, payload | req/s (median) | p99 ms (median) | ratio to mlflow, per round | "
+        "ratio (median) |",
+        "|---|---|---|---|---|",
+    ]
+    for name in (*OURS, "json28"):
+        rates = [r[name]["requests_per_s"] for r in rounds]
+        p99s = [r[name]["p99_ms"] for r in rounds]
+        ratios = [r[name]["requests_per_s"] / r["json28"]["requests_per_s"] for r in rounds]
+        lines.append(
+            f"| {'mlflow, JSON 28×28' if name == 'json28' else 'ours, ' + name} "
+            f"| {statistics.median(rates):,.0f} | {statistics.median(p99s):.0f} "
+            f"| {' / '.join(f'{x:.2f}' for x in ratios)} | {statistics.median(ratios):.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--workers", type=int, default=2, help="processes of each server")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=8, help="per cell")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=Path("bench/results/serve_paired.json"))
+    args = parser.parse_args()
+
+    settings = ServingSettings()
+    client = MlflowClient(settings.tracking_uri)
+    version = client.get_model_version_by_alias(settings.model_name, settings.model_alias).version
+    env = {"MLFLOW_TRACKING_URI": settings.tracking_uri}
+    bodies = payloads()
+    ours_port, theirs_port = free_port(), free_port()
+    ours_command = [sys.executable, "-m", "serving", "--port", str(ours_port)]
+    ours_command += ["--workers", str(args.workers)]
+    mlflow_cli = str(Path(sys.executable).parent / "mlflow")
+    theirs_command = [mlflow_cli, "models", "serve", "--env-manager", "local", "--host"]
+    theirs_command += ["127.0.0.1", "--port", str(theirs_port), "--workers", str(args.workers)]
+    theirs_command += ["-m", f"models:/{settings.model_name}@{settings.model_alias}"]
+    rounds = []
+    with contextlib.ExitStack() as servers:
+        ours = servers.enter_context(running(ours_command, "/ready", ours_port, env))
+        theirs = servers.enter_context(running(theirs_command, "/ping", theirs_port, env, 180))
+        cells = {name: (ours.url + "/predict", bodies[name]) for name in OURS}
+        cells["json28"] = (theirs.url + "/invocations", bodies["json28"])
+        for url, body in cells.values():
+            wrk(url, *body, connections=8, seconds=1)  # warm-up
+        for number in range(args.rounds):
+            measured = {
+                name: wrk(url, *body, connections=args.connections, seconds=args.seconds)
+                for name, (url, body) in cells.items()
+            }
+            rounds.append(measured)
+            print(json.dumps({"round": number + 1, **measured}), flush=True)
+
+    results = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "cpu_model": cpu_model(),
+        "cores": default_threads(),
+        "model": f"{settings.model_name} version {version}",
+        "workers": args.workers,
+        "connections": args.connections,
+        "seconds": args.seconds,
+        "rounds": rounds,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    markdown = table(results)
+    args.out.with_suffix(".md").write_text(markdown)
+    print(markdown)
+
+
+if __name__ == "__main__":
+    main()
