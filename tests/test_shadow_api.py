@@ -118,3 +118,28 @@ def test_the_challenger_is_scored_in_the_shadow_and_follows_its_alias(
     text = capsys.readouterr().out
     assert "production version 1 against challenger version 2" in text
     assert "4 answers compared" in text and "agreement             100.0 %" in text
+
+
+def test_a_challenger_that_cannot_be_loaded_leaves_production_alone(
+    registry_copy: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    client = with_more_versions(registry_copy, monkeypatch, count=0)
+    broken = tmp_path / "not-a-model"
+    broken.mkdir()
+    (broken / "MLmodel").write_text("flavors: {}\n")  # no ONNX flavor
+    version = client.create_model_version(MODEL, broken.as_uri()).version
+    client.set_registered_model_alias(MODEL, "challenger", version)
+    store_url = f"sqlite:///{tmp_path / 'predictions.db'}"
+    settings = ServingSettings(**registry_copy, MNIST_STORE_URL=store_url, MNIST_POLL_SECONDS=0.2)
+    app = create_app(settings)
+    challenger = app.state.service.shadow.challenger
+    with ready_client(app) as client:
+        wait_for(lambda: challenger.checked.is_set(), "the challenger's first load")
+        assert challenger.current is None and "could not be loaded" in challenger.problem
+        answer = client.post("/predict", files={"file": ("7.png", SEVEN, "image/png")})
+        assert answer.status_code == 200 and answer.json()["model_version"] == "1"
+        assert client.get("/ready").json() == {
+            "ready": True, "model_version": "1", "reason": None,
+        }  # fmt: skip
+        text = client.get("/metrics").text
+        assert samples(text, "mnist_shadow_comparisons_total")[(("outcome", "agree"),)] == 0
