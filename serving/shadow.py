@@ -101,16 +101,19 @@ class ShadowScorer:
     def stop(self, timeout: float = 5.0) -> None:
         """Score what is queued (for at most `timeout` seconds), then stop; what is left is
         counted as dropped. Before the prediction log stops, so that the answers reach it."""
+        if self.challenger is not None:
+            self.challenger.close()  # no more registry checks; the loaded version stays
         if self._thread is not None:
             self._stopping.set()
             self._wake.set()
             self._thread.join(timeout)
+            if self._thread.is_alive():  # still scoring: it counts what it does or drops
+                log.warning("The shadow thread did not stop within %g s", timeout)
+                return
             self._thread = None
         left = self._queue.qsize()
         if left:
             self.metrics.dropped.labels("shutdown").inc(left)
-        if self.challenger is not None:
-            self.challenger.close()
 
     def wait_until_scored(self, timeout: float = 10.0) -> None:
         """Score what is queued now, and block until it is done (tests, benchmarks)."""
