@@ -108,8 +108,9 @@ def shadowing(server: Server, body: tuple[bytes, str], timeout: float = 60) -> N
 
 def paired_rounds(
     args: argparse.Namespace, body: tuple[bytes, str], tracking_uri: str, scratch: Path
-) -> tuple[dict[str, list[dict]], dict[str, dict[str, float]]]:
-    """`--repeat` rounds of both servers; and each one's shadow counters at the end."""
+) -> tuple[dict[str, list[dict]], dict[str, dict[str, float]], dict[str, list[float]]]:
+    """`--repeat` rounds of both servers; each one's shadow counters over them; and each one's
+    workers' resident memory at the end."""
     rounds: dict[str, list[dict]] = {state: [] for state in STATES}
     with contextlib.ExitStack() as stack:
         envs = {
@@ -135,7 +136,9 @@ def paired_rounds(
             }
             for state, server in servers.items()
         }
-    return rounds, counts
+        # The challenger's second ONNX Runtime session and registry client, per worker.
+        rss = {state: server.worker_rss_mib() for state, server in servers.items()}
+    return rounds, counts, rss
 
 
 class _Loaded:
@@ -206,11 +209,13 @@ def table(results: dict) -> str:
         for key, value in counts.items()
         if key.startswith("dropped_")
     )
+    rss = results["rss_mib_per_worker"]
     return (
         on_off_table(results, "shadow")
         + f" Compared in the shadow: {counts.get('compared', 0):,.0f} answers at sample rate "
         f"{results['sample_rate']:g} (dropped: {dropped}). CPU per shadowed answer, in process: "
-        f"{results['shadow_cpu_us_per_answer']:.0f} µs.\n"
+        f"{results['shadow_cpu_us_per_answer']:.0f} µs. Worker memory (RSS, MiB) off / on: "
+        f"{rss['off']} / {rss['on']}.\n"
     )
 
 
@@ -240,7 +245,7 @@ def main() -> None:
         model = f"{settings.model_uri} = version {version.version}"
     with tempfile.TemporaryDirectory() as scratch:
         tracking_uri = private_registry(onnx_model, Path(scratch))
-        rounds, counts = paired_rounds(args, payloads()["png28"], tracking_uri, Path(scratch))
+        rounds, counts, rss = paired_rounds(args, payloads()["png28"], tracking_uri, Path(scratch))
     check_compared(rounds, counts, args.sample_rate)
     results = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -258,6 +263,7 @@ def main() -> None:
         "repeat": args.repeat,
         **summary(rounds),
         "shadow_counts": counts,
+        "rss_mib_per_worker": rss,
         "shadow_cpu_us_per_answer": round(shadow_cpu_us_per_answer(onnx_model, args.workers), 1),
         "rounds": rounds,
     }
