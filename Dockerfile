@@ -27,8 +27,9 @@ COPY pyproject.toml README.md ./
 COPY mnist_core ./mnist_core
 COPY monitoring ./monitoring
 COPY serving ./serving
-# The registry's command line (`mnist-registry list|promote|rollback|history`) and the modules it
-# imports, nothing else of the pipeline: MLflow's client is all it needs, no torch.
+# The registry's command line (`mnist-registry list|promote|rollback|history|compare`) and the
+# modules it imports, nothing else of the pipeline: MLflow's client and `monitoring` (compare
+# reads the prediction log) are all it needs, no torch.
 COPY pipeline/__init__.py ./pipeline/
 COPY pipeline/registry/__init__.py pipeline/registry/commands.py pipeline/registry/aliases.py \
      pipeline/registry/demotion.py pipeline/registry/history.py ./pipeline/registry/

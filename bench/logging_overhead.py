@@ -124,6 +124,22 @@ def one_round(
         return {state: run.result() for state, run in runs.items()}
 
 
+def started(
+    stack: contextlib.ExitStack, args: argparse.Namespace, body: tuple[bytes, str],
+    envs: dict[str, dict[str, str]],
+) -> tuple[dict[str, Server], dict[str, dict[str, int]]]:  # fmt: skip
+    """One `python -m serving --workers N` per state, with its environment, each warmed up (and
+    stopped when `stack` closes); the servers, and what each warm-up took (`warmed_up`)."""
+    servers, warm_ups = {}, {}
+    for state, env in envs.items():
+        port = free_port()
+        command = [args.python, "-m", "serving", "--port", str(port)]
+        command += ["--workers", str(args.workers)]
+        servers[state] = stack.enter_context(running(command, "/ready", port, env))
+        warm_ups[state] = warmed_up(servers[state], body)
+    return servers, warm_ups
+
+
 def paired_rounds(
     args: argparse.Namespace, body: tuple[bytes, str], env: dict[str, str]
 ) -> tuple[dict[str, list[dict]], dict[str, dict[str, int]], int]:
@@ -131,23 +147,19 @@ def paired_rounds(
     the rows written to the log (counted once both servers have stopped and written what they
     had queued)."""
     rounds: dict[str, list[dict]] = {state: [] for state in STATES}
-    warm_ups: dict[str, dict[str, int]] = {}
     with tempfile.TemporaryDirectory() as scratch:
         store_url = f"sqlite:///{scratch}/predictions.db"
         prefilled(store_url, args.prefill)
         with contextlib.ExitStack() as stack:
-            servers = {}
-            for state in STATES:
-                port = free_port()
-                command = [args.python, "-m", "serving", "--port", str(port)]
-                command += ["--workers", str(args.workers)]
-                server_env = {
+            envs = {
+                state: {
                     **env,
                     "MNIST_PREDICTION_LOG": str(state == "on").lower(),
                     "MNIST_STORE_URL": store_url,
                 }
-                servers[state] = stack.enter_context(running(command, "/ready", port, server_env))
-                warm_ups[state] = warmed_up(servers[state], body)
+                for state in STATES
+            }
+            servers, warm_ups = started(stack, args, body, envs)
             for index in range(args.repeat):
                 for state, cell in one_round(args, servers, body, index).items():
                     rounds[state].append(cell)
@@ -226,14 +238,15 @@ def log_cpu_us_per_prediction(prefill: int, records: int = 5_000) -> float:
     return spent / records * 1e6
 
 
-def table(results: dict) -> str:
-    """The comparison as a markdown table."""
+def on_off_table(results: dict, heading: str) -> str:
+    """Both servers' medians as a markdown table (`heading`: what is off and on), and the
+    round-by-round on/off ratios as a sentence."""
     off, on = results["median"]["off"], results["median"]["on"]
     ratio = results["ratio_on_off"]
     rps, cpu = ratio["requests_per_s"], ratio["cpu_us_per_request"]
     rounds = ", ".join(f"{value:.3f}" for value in rps["per_round"])
     return (
-        "| prediction log | req/s (median) | CPU per request (µs, median) | p50 / p99 (ms) "
+        f"| {heading} | req/s (median) | CPU per request (µs, median) | p50 / p99 (ms) "
         "| errors |\n|---|---|---|---|---|\n"
         + "".join(
             f"| {state} | {cells['requests_per_s']:.0f} | {cells['cpu_us_per_request']:.0f} "
@@ -243,7 +256,22 @@ def table(results: dict) -> str:
         + f"\nOn/off, round by round: req/s {rps['median']:.3f} (median, 95 % interval "
         f"{rps['median_95ci'][0]:.3f}-{rps['median_95ci'][1]:.3f}; rounds {rounds}); CPU per "
         f"request {cpu['median']:.3f} ({cpu['median_95ci'][0]:.3f}-{cpu['median_95ci'][1]:.3f})."
-        f" CPU per logged prediction, in process: {results['log_cpu_us_per_prediction']:.0f} µs"
+    )
+
+
+def save(results: dict, text: str, out: Path) -> None:
+    """The results as JSON at `out`, their table as markdown beside it (`.md`), and printed."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    out.with_suffix(".md").write_text(text)
+    print(text)
+
+
+def table(results: dict) -> str:
+    """The comparison as a markdown table."""
+    return (
+        on_off_table(results, "prediction log")
+        + f" CPU per logged prediction, in process: {results['log_cpu_us_per_prediction']:.0f} µs"
         f" (a log of {results['prefill_rows']:,} rows).\n"
     )
 
@@ -289,10 +317,7 @@ def main() -> None:
         "log_cpu_us_per_prediction": round(log_cpu_us_per_prediction(args.prefill), 1),
         "rounds": rounds,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(table(results))
-    print(table(results))
+    save(results, table(results), args.out)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,10 @@ class MlflowSettings(BaseSettings):
     model_alias: str = Field(default="production", validation_alias="MNIST_MODEL_ALIAS")
     # Where the alias pointed before the last promotion, so that a rollback knows where to go.
     previous_alias: str = Field(default="previous", validation_alias="MNIST_PREVIOUS_ALIAS")
+    # The version that the API also scores, in the shadow of the serving alias, and that
+    # `mnist-registry compare` compares with it (the register stage gives it to a version that
+    # passes the gate but may not be promoted on its own).
+    challenger_alias: str = Field(default="challenger", validation_alias="MNIST_CHALLENGER_ALIAS")
     local_artifact_root: str = Field(
         default=LOCAL_ARTIFACT_ROOT, validation_alias="MNIST_ARTIFACT_ROOT"
     )

@@ -16,6 +16,20 @@ Counted by each worker (summed across workers in multiprocess mode):
   worker that was killed before its writer wrote them: counted by the supervisor).
 - `mnist_prediction_log_queued`: predictions waiting in the live workers' queues.
 
+Shadow scoring by the `challenger` version (`serving.shadow`), counted by each worker:
+- `mnist_shadow_comparisons_total{outcome}`: answers the challenger also gave, `outcome`
+  `agree` (same digit as production) or `disagree`; the agreement share is `agree` over both.
+- `mnist_shadow_disagreements_total{production, challenger}`: the disagreements by each side's
+  digit.
+- `mnist_shadow_uncertain_total{side}`: of those answers, the ones `production` or the
+  `challenger` flagged `uncertain`; each side's share is this over the comparisons.
+- `mnist_shadow_dropped_total{reason}`: shadow work not done, `reason` `queue_full` (the
+  challenger falls behind), `error` (it failed to answer), `stale` (the alias moved away, or to
+  production's version, before the work was done), `shutdown` (still queued when the worker
+  stopped), or `not_logged` (compared, but the answer did not reach the store).
+- `mnist_shadow_version{name, alias}`: the version the challenger alias names and the worker
+  scores with (absent when none).
+
 Read from the store at scrape time (the same for every worker, so no sum is needed):
 - `mnist_feedback_accuracy{model_version}`: share of feedback (rejected excluded) that confirmed
   the prediction; `mnist_feedback_answers{model_version}` how many answers that share is over.
@@ -47,8 +61,49 @@ if TYPE_CHECKING:  # SQLAlchemy: imported only once the store is opened
 log = logging.getLogger(__name__)
 
 DROP_REASONS = ("queue_full", "store_error", "worker_died")
+SHADOW_OUTCOMES = ("agree", "disagree")
+SHADOW_SIDES = ("production", "challenger")
+SHADOW_DROP_REASONS = ("queue_full", "error", "stale", "shutdown", "not_logged")
 QUEUED = "mnist_prediction_log_queued"
 CONFIDENCE_BUCKETS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 1)
+
+
+class ShadowMetrics:
+    """The challenger's comparisons with production (see the module's docstring)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        def counter(name: str, documentation: str, *labels: str) -> Counter:
+            return Counter(name, documentation, labels, registry=registry)
+
+        self.comparisons = counter(
+            "mnist_shadow_comparisons", "Challenger answers, by agreement with production's",
+            "outcome",
+        )  # fmt: skip
+        self.disagreements = counter(
+            "mnist_shadow_disagreements", "Challenger answers that differ, by each side's digit",
+            "production", "challenger",
+        )  # fmt: skip
+        self.uncertain = counter(
+            "mnist_shadow_uncertain", "Compared answers flagged uncertain, by side", "side"
+        )
+        self.dropped = counter(
+            "mnist_shadow_dropped", "Shadow work not done or not logged, by reason", "reason"
+        )
+        self.version = Gauge(
+            "mnist_shadow_version",
+            "Registry version the challenger alias names, scored in the shadow",
+            ["name", "alias"],
+            registry=registry,
+            multiprocess_mode="livemostrecent",  # as `mnist_model_version`
+        )
+        # Known label values start at 0 (see `MonitoringMetrics`): the agreement reads NaN, not
+        # "no data", until a challenger answers.
+        for outcome in SHADOW_OUTCOMES:
+            self.comparisons.labels(outcome)
+        for side in SHADOW_SIDES:
+            self.uncertain.labels(side)
+        for reason in SHADOW_DROP_REASONS:
+            self.dropped.labels(reason)
 
 
 class MonitoringMetrics:
@@ -99,6 +154,7 @@ class MonitoringMetrics:
             registry=registry,
             multiprocess_mode="livesum",  # a dead worker's leave with it (see below)
         )
+        self.shadow = ShadowMetrics(registry)
 
     def observe(self, model_version: str, digit: int, confidence: float, uncertain: bool,
                 source: str) -> None:  # fmt: skip

@@ -77,6 +77,18 @@ class PredictionRecord:
     created_at: datetime = field(default_factory=utc_now)
 
 
+@dataclass(frozen=True, slots=True)
+class ShadowAnswer:
+    """The challenger's answer for one logged prediction (`serving.shadow`), written beside it."""
+
+    prediction_id: str
+    challenger_version: str
+    digit: int
+    confidence: float
+    uncertain: bool
+    created_at: datetime = field(default_factory=utc_now)
+
+
 @dataclass(frozen=True)
 class PredictionWindow:
     """Logged predictions, oldest first, as arrays (what the drift check compares)."""

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Dialect,
     Engine,
     String,
+    Table,
     case,
     cast,
     create_engine,
@@ -38,6 +39,7 @@ from monitoring.records import (
     FeedbackSet,
     PredictionRecord,
     PredictionWindow,
+    ShadowAnswer,
     StoredFeedback,
     UnknownPrediction,
     input_hash,
@@ -55,6 +57,7 @@ from monitoring.tables import (
     feedback,
     predictions,
     secrets,
+    shadow_answers,
 )
 
 
@@ -86,28 +89,45 @@ def bind_processor(column: Column, dialect: Dialect) -> Callable | None:
     return column.type.dialect_impl(dialect).bind_processor(dialect)
 
 
-class PredictionInsert:
-    """The predictions' INSERT, compiled once for the engine's dialect and run as one DBAPI
+class DriverInsert:
+    """A table's INSERT, compiled once for the engine's dialect and run as one DBAPI
     `executemany` per batch. Through `Connection.execute` SQLAlchemy processed every row's
     parameters one by one, which cost the API's worker more CPU than the database's insert."""
 
-    COLUMNS = tuple(column.name for column in predictions.columns)
+    table: Table
 
     def __init__(self, engine: Engine) -> None:
-        compiled = insert(predictions).compile(dialect=engine.dialect)
+        compiled = insert(self.table).compile(dialect=engine.dialect)
         self.sql = str(compiled)
+        self.columns = tuple(column.name for column in self.table.columns)
         # qmark drivers (SQLite) take tuples in the table's column order; named ones (psycopg)
         # take dicts.
         self.positional = compiled.positional
-        if self.positional and tuple(compiled.positiontup) != self.COLUMNS:
+        if self.positional and tuple(compiled.positiontup) != self.columns:
             raise RuntimeError(f"unexpected order of the INSERT's parameters: {self.sql}")
         # What each column's type does to a value for this driver (a UTC datetime to SQLite's
         # text, a bool to its integer): the processing `execute` would do, looked up once.
         self.processors = [
             (index, processor)
-            for index, column in enumerate(predictions.columns)
+            for index, column in enumerate(self.table.columns)
             if (processor := bind_processor(column, engine.dialect)) is not None
         ]
+
+    def driver_values(self, values: tuple) -> tuple | dict:
+        """One row's values, in the table's column order, as the driver takes them."""
+        processed = list(values)
+        for index, process in self.processors:
+            processed[index] = process(processed[index])
+        if self.positional:
+            return tuple(processed)
+        return dict(zip(self.columns, processed, strict=True))
+
+
+class PredictionInsert(DriverInsert):
+    """The predictions' INSERT (see `DriverInsert`)."""
+
+    table = predictions
+    COLUMNS = tuple(column.name for column in predictions.columns)
 
     @staticmethod
     def values(record: PredictionRecord) -> tuple:
@@ -126,10 +146,25 @@ class PredictionInsert:
 
     def parameters(self, record: PredictionRecord) -> tuple | dict:
         """A record as the driver takes it."""
-        values = list(self.values(record))
-        for index, process in self.processors:
-            values[index] = process(values[index])
-        return tuple(values) if self.positional else dict(zip(self.COLUMNS, values, strict=True))
+        return self.driver_values(self.values(record))
+
+
+class ShadowAnswerInsert(DriverInsert):
+    """The challenger's answers' INSERT (see `DriverInsert`)."""
+
+    table = shadow_answers
+
+    def parameters(self, answer: ShadowAnswer) -> tuple | dict:
+        return self.driver_values(
+            (
+                answer.prediction_id,
+                answer.created_at,
+                answer.challenger_version,
+                int(answer.digit),
+                float(answer.confidence),
+                bool(answer.uncertain),
+            )
+        )
 
 
 class Store:
@@ -138,23 +173,32 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._insert = PredictionInsert(engine)
+        self._shadow_insert = ShadowAnswerInsert(engine)
 
     def close(self) -> None:
         self.engine.dispose()
 
     # --- predictions -----------------------------------------------------------------------
 
-    def add_predictions(self, records: Iterable[PredictionRecord]) -> int:
-        """Write a batch of predictions in one transaction; returns how many."""
+    def add_predictions(
+        self, records: Iterable[PredictionRecord], answers: Iterable[ShadowAnswer] = ()
+    ) -> int:
+        """Write a batch of predictions, and the challenger's answers for some of them, in one
+        transaction; returns how many predictions."""
         rows = [self._insert.parameters(record) for record in records]
-        if rows:
+        shadow = [self._shadow_insert.parameters(answer) for answer in answers]
+        if rows or shadow:
             with self.engine.begin() as connection:
-                connection.exec_driver_sql(self._insert.sql, rows)
+                if rows:
+                    connection.exec_driver_sql(self._insert.sql, rows)
+                if shadow:
+                    connection.exec_driver_sql(self._shadow_insert.sql, shadow)
         return len(rows)
 
     def prune(self, max_rows: int, max_age: timedelta, now: datetime | None = None) -> int:
         """Delete predictions older than `max_age` or beyond the newest `max_rows`, keeping
-        those that received feedback; returns how many went."""
+        those that received feedback, and the challenger's answers whose prediction is gone;
+        returns how many predictions went."""
         cutoff = (now or utc_now()) - max_age
         unanswered = ~exists().where(feedback.c.prediction_id == predictions.c.id)
         with self.engine.begin() as connection:
@@ -168,6 +212,14 @@ class Store:
                 cutoff = max(cutoff, nth_newest + timedelta(microseconds=1))
             result = connection.execute(
                 delete(predictions).where(predictions.c.created_at < cutoff, unanswered)
+            )
+            # Through the answers' own time index: an answer is written just after its
+            # prediction, so one left past the cutoff goes at a later prune.
+            connection.execute(
+                delete(shadow_answers).where(
+                    shadow_answers.c.created_at < cutoff,
+                    ~exists().where(predictions.c.id == shadow_answers.c.prediction_id),
+                )
             )
         return result.rowcount
 

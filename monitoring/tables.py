@@ -1,4 +1,4 @@
-"""The prediction store's schema: three tables behind one SQLAlchemy URL (a SQLite file by
+"""The prediction store's schema: its tables behind one SQLAlchemy URL (a SQLite file by
 default, PostgreSQL on the shared stack), and how a logged prediction's arrays are encoded.
 
 Only the preprocessed 28×28 grey levels of a prediction are stored, never what was uploaded.
@@ -15,6 +15,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -97,6 +98,20 @@ drift_checks = Table(
     Column("reference", String(200), nullable=False),
     Column("scores", JSON, nullable=False),  # test name → score
     Column("alarms", JSON, nullable=False),  # names of the tests past their threshold
+)
+
+# The challenger's answer for a prediction it was shadow-scored on (`serving.shadow`), keyed by
+# the prediction's id. No foreign key: the writer may write an answer whose prediction's batch
+# failed; reads join the two, and pruning removes answers whose prediction is gone.
+shadow_answers = Table(
+    "shadow_answers",
+    metadata,
+    Column("prediction_id", String(32), primary_key=True),
+    Column("created_at", UtcDateTime, nullable=False, index=True),
+    Column("challenger_version", String(80), nullable=False),
+    Column("digit", SmallInteger, nullable=False),
+    Column("confidence", Float, nullable=False),
+    Column("uncertain", Boolean, nullable=False),
 )
 
 

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from monitoring.model_metrics import MonitoringMetrics
-from monitoring.records import PredictionRecord, utc_now
+from monitoring.records import PredictionRecord, ShadowAnswer, utc_now
 from monitoring.settings import MonitoringSettings
 
 if TYPE_CHECKING:  # SQLAlchemy: imported by the first `store()`, off the request path
@@ -26,6 +26,25 @@ log = logging.getLogger(__name__)
 
 PRUNE_EVERY_SECONDS = 60.0
 REOPEN_AFTER_SECONDS = 5.0
+
+
+def take(waiting: queue.Queue, most: int) -> list:
+    """Up to `most` items from `waiting`, without waiting for any."""
+    taken = []
+    while len(taken) < most:
+        try:
+            taken.append(waiting.get_nowait())
+        except queue.Empty:
+            break
+    return taken
+
+
+def wait_until_done(waiting: queue.Queue, wake: threading.Event, timeout: float) -> None:
+    """Wake the thread that empties `waiting`, and block until it has handled all that is queued
+    now (or `timeout` seconds have passed)."""
+    wake.set()
+    with waiting.all_tasks_done:
+        waiting.all_tasks_done.wait_for(lambda: not waiting.unfinished_tasks, timeout)
 
 
 class PredictionLog:
@@ -66,16 +85,25 @@ class PredictionLog:
                     log.warning("%s", self.problem)
             return self._store
 
-    def submit(self, record: PredictionRecord) -> None:
-        """Queue one prediction (sampled); never blocks."""
+    def submit(self, record: PredictionRecord) -> bool:
+        """Queue one prediction (sampled); never blocks. True when it was queued."""
         if not self.enabled or random.random() >= self.settings.log_sample_rate:
-            return
+            return False
         try:
             self._queue.put_nowait(record)
         except queue.Full:
             self.metrics.log_dropped.labels("queue_full").inc()
-            return
+            return False
         self.metrics.log_queued.inc()
+        return True
+
+    def submit_shadow(self, answer: ShadowAnswer) -> None:
+        """Queue the challenger's answer for a prediction queued before it; never blocks. (Not
+        in `log_queued`, which counts predictions: a dead worker's loss is told from it.)"""
+        try:
+            self._queue.put_nowait(answer)
+        except queue.Full:
+            self.metrics.shadow.dropped.labels("not_logged").inc()
 
     def start(self) -> None:
         if self.enabled and self._thread is None:
@@ -101,9 +129,7 @@ class PredictionLog:
 
     def wait_until_written(self, timeout: float = 10.0) -> None:
         """Write what is queued now, and block until it is handled (tests, benchmarks)."""
-        self._wake.set()
-        with self._queue.all_tasks_done:
-            self._queue.all_tasks_done.wait_for(lambda: not self._queue.unfinished_tasks, timeout)
+        wait_until_done(self._queue, self._wake, timeout)
 
     def _run(self) -> None:
         self.store()  # at once: opening (upgrading) a store may take seconds
@@ -122,31 +148,27 @@ class PredictionLog:
 
     def _drain(self) -> None:
         """Write everything queued, `log_batch_size` rows a transaction."""
-        while True:
-            batch = []
-            while len(batch) < self.settings.log_batch_size:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            if not batch:
-                return
+        while batch := take(self._queue, self.settings.log_batch_size):
             self._write(batch)
-            self.metrics.log_queued.dec(len(batch))
+            self.metrics.log_queued.dec(sum(isinstance(r, PredictionRecord) for r in batch))
             for _ in batch:
                 self._queue.task_done()
 
-    def _write(self, records: list[PredictionRecord]) -> None:
-        if not records:
-            return
+    def _write(self, records: list[PredictionRecord | ShadowAnswer]) -> None:
+        predictions = [record for record in records if isinstance(record, PredictionRecord)]
+        answers = [record for record in records if isinstance(record, ShadowAnswer)]
         store = self.store()
         try:
             if store is None:
                 raise RuntimeError(self.problem)
-            self.metrics.log_written.inc(store.add_predictions(records))
+            self.metrics.log_written.inc(store.add_predictions(predictions, answers))
         except Exception as error:
-            self.metrics.log_dropped.labels("store_error").inc(len(records))
-            log.warning("%d predictions not logged: %s", len(records), error)
+            self.metrics.log_dropped.labels("store_error").inc(len(predictions))
+            self.metrics.shadow.dropped.labels("not_logged").inc(len(answers))
+            log.warning(
+                "%d predictions and %d challenger answers not logged: %s",
+                len(predictions), len(answers), error,
+            )  # fmt: skip
             self._forget_store(store)
 
     def _prune(self) -> None:

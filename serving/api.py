@@ -38,6 +38,7 @@ from serving.schemas import (
     Readiness,
 )
 from serving.settings import ServingSettings
+from serving.shadow import ShadowJob, ShadowScorer
 
 if TYPE_CHECKING:  # SQLAlchemy's tables: loaded with the store, after the socket listens
     from monitoring.tables import Source
@@ -73,6 +74,7 @@ class Service:
     batcher: MicroBatcher
     decode_pool: DecodePool
     prediction_log: PredictionLog
+    shadow: ShadowScorer
 
 
 # Dependencies are `async def` so FastAPI calls them on the event loop: a plain `def` one is sent
@@ -123,8 +125,7 @@ async def read_upload(upload: UploadFile, settings: ServingSettings) -> bytes:
 
 def uncertain_below(served: ServedModel, service: Service) -> float:
     """The `uncertain` threshold: the environment's if set, else the one the model carries."""
-    override = service.settings.uncertain_below
-    return served.classifier.metadata.uncertain_below if override is None else override
+    return served.uncertain_below(service.settings.uncertain_below)
 
 
 # An uncertain answer whose two likeliest digits hold this much probability between them is a
@@ -172,13 +173,14 @@ def respond(
 def logged(
     prediction: Prediction, pixels: np.ndarray, source: Source, service: Service
 ) -> Prediction:
-    """Count the answer per model version and queue it for the prediction log: its id and the
-    preprocessed 28×28 grey levels only, never the upload (the writer runs off this path)."""
+    """Count the answer per model version, queue it for the prediction log (its id and the
+    preprocessed 28×28 grey levels only, never the upload) and for the challenger: the writer
+    and the shadow run off this path."""
     service.metrics.monitoring.observe(
         prediction.model_version, prediction.digit, prediction.confidence, prediction.uncertain,
         source,
     )  # fmt: skip
-    service.prediction_log.submit(
+    queued = service.prediction_log.submit(
         PredictionRecord(
             id=prediction.prediction_id,
             model_version=prediction.model_version,
@@ -189,6 +191,10 @@ def logged(
             uncertain=prediction.uncertain,
         )
     )
+    service.shadow.submit(
+        ShadowJob(prediction.prediction_id, pixels, prediction.model_version, prediction.digit,
+                  prediction.uncertain, logged=queued)
+    )  # fmt: skip
     return prediction
 
 

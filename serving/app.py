@@ -32,6 +32,7 @@ from serving.limits import MULTIPART_OVERHEAD, BodySizeLimit, body_limit
 from serving.metrics import RequestMetrics, ServiceMetrics, scrape
 from serving.model_store import ModelStore
 from serving.settings import ServingSettings
+from serving.shadow import ShadowScorer
 
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_ERRORS_SHOWN = 3
@@ -88,6 +89,11 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         deadline_seconds=settings.request_deadline_seconds,
     )
     prediction_log = PredictionLog(settings, metrics.monitoring)
+    # The challenger, scored in the shadow: from the registry only, and only when sampled.
+    challenger = None
+    if settings.model_path is None and settings.shadow_sample_rate > 0:
+        challenger = ModelStore(settings, settings.challenger_alias, optional=True)
+    shadow = ShadowScorer(settings, challenger, metrics.monitoring.shadow, prediction_log)
     # Gauges every worker reads alike from the store, at scrape time (feedback accuracy, drift).
     store_gauges = CollectorRegistry()
     store_gauges.register(StoreCollector(prediction_log.store))
@@ -100,13 +106,16 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         prediction_log.start()  # opens the store at once, on its own thread
         # The first load from the registry and the polling run in the background: the socket
         # opens at once, `/health` answers, and `/ready` says why it is not ready yet.
-        poller = asyncio.create_task(store.poll())
+        pollers = [asyncio.create_task(store.poll()), asyncio.create_task(shadow.follow(store))]
+        shadow.start()
         yield
-        poller.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await poller
+        for poller in pollers:
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller
         store.close()
         await batcher.stop()
+        await asyncio.to_thread(shadow.stop)  # its last answers go to the log, stopped next
         await asyncio.to_thread(prediction_log.stop)
 
     app = FastAPI(
@@ -124,6 +133,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         batcher,
         DecodePool(settings.max_image_pixels, settings.decode_threads, settings.max_pending_pixels),
         prediction_log,
+        shadow,
     )
     _install_error_handlers(app)
     app.include_router(router)
@@ -165,6 +175,12 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         if store.alias_version is not None:
             metrics.alias_version.labels(settings.model_name, settings.model_alias).set(
                 float(store.alias_version)
+            )
+        shadow_version = metrics.monitoring.shadow.version
+        shadow_version.clear()
+        if shadow.current is not None:
+            shadow_version.labels(settings.model_name, settings.challenger_alias).set(
+                float(shadow.current.version)
             )
         # Off the event loop: the store's gauges are read from the database.
         text = await asyncio.to_thread(scrape, metrics.registry, store_gauges)

@@ -50,6 +50,10 @@ class ServedModel:
     classifier: DigitClassifier = field(repr=False)
     loaded_at: float = field(default_factory=time.time)
 
+    def uncertain_below(self, override: float | None = None) -> float:
+        """The `uncertain` threshold: `override` (the environment's) if set, else the model's."""
+        return self.classifier.metadata.uncertain_below if override is None else override
+
 
 def _onnx_flavor_file(directory: Path, mlmodel: dict, described_as: str) -> Path:
     """The ONNX file of an MLflow model directory, named by its MLmodel's `onnx` flavor."""
@@ -103,10 +107,18 @@ class ModelStore:
 
     With `model_path` set, that file is loaded by the first `refresh` and served for good: the
     registry is never contacted, and a file that cannot be loaded stops the start.
+
+    `alias` (default: the serving alias) names another alias to follow. An `optional` one (the
+    challenger's) may be absent: then nothing is loaded, and `current` becomes None when the
+    alias goes away, without a warning at every check.
     """
 
-    def __init__(self, settings: ServingSettings) -> None:
+    def __init__(
+        self, settings: ServingSettings, alias: str | None = None, optional: bool = False
+    ) -> None:
         self.settings = settings
+        self.alias = alias or settings.model_alias
+        self.optional = optional
         self.current: ServedModel | None = None
         self.alias_version: str | None = None  # where the alias pointed at the last check
         self.problem: str | None = "the model has not been loaded yet"
@@ -139,7 +151,7 @@ class ModelStore:
         onnx_model = read_onnx_model(name, version, self.settings.tracking_uri)
         classifier = self._classifier(onnx_model)
         uri = f"models:/{name}/{version}"
-        return ServedModel(name, self.settings.model_alias, version, run_id, uri, classifier)
+        return ServedModel(name, self.alias, version, run_id, uri, classifier)
 
     def _load_file(self, path: Path) -> bool:
         try:
@@ -179,7 +191,7 @@ class ModelStore:
 
         if self.settings.model_path is not None:
             return self.current is None and self._load_file(self.settings.model_path)
-        name, alias = self.settings.model_name, self.settings.model_alias
+        name, alias = self.settings.model_name, self.alias
         try:
             # The registered model's aliases: a missing alias is then told by the registry's
             # error code or by its absence, never by an error message's wording.
@@ -192,6 +204,8 @@ class ModelStore:
             return self._fail_to_reach(error)
         if aliased is None:
             self.alias_version = None
+            if self.optional:
+                return self._drop_optional(name, alias)
             self.problem = f"no version of {name} holds the alias '{alias}'{self._serving_note()}"
             log.warning("%s", self.problem)
             return False
@@ -216,7 +230,16 @@ class ModelStore:
             return False
         previous = self.current.version if self.current else None
         self.current, self.problem, self._failed = served, None, None
-        log.info("Serving %s version %s (was %s)", name, version, previous)
+        log.info("Serving %s version %s as '%s' (was %s)", name, version, alias, previous)
+        return True
+
+    def _drop_optional(self, name: str, alias: str) -> bool:
+        """An optional alias that no version holds: nothing to load, and what was loaded goes."""
+        self.problem, self._failed = f"no version of {name} holds the alias '{alias}'", None
+        if self.current is None:
+            return False
+        log.info("%s any more: version %s is unloaded", self.problem, self.current.version)
+        self.current = None
         return True
 
     def _fail_to_reach(self, error: Exception) -> bool:

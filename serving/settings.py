@@ -78,6 +78,13 @@ class ServingSettings(MlflowSettings, MonitoringSettings):
         default=10.0, gt=0, validation_alias="MNIST_REQUEST_DEADLINE_SECONDS"
     )
     batch_queue_limit: int = Field(default=1024, gt=0, validation_alias="MNIST_BATCH_QUEUE_LIMIT")
+    # Shadow scoring (`serving.shadow`): the share of answered requests that the version holding
+    # the challenger alias (`MNIST_CHALLENGER_ALIAS`) also scores, off the request path (0: the
+    # challenger is not even loaded), and how many may wait for it (past it, dropped and counted).
+    shadow_sample_rate: float = Field(
+        default=1.0, ge=0, le=1, validation_alias="MNIST_SHADOW_SAMPLE_RATE"
+    )
+    shadow_queue_size: int = Field(default=1000, gt=0, validation_alias="MNIST_SHADOW_QUEUE_SIZE")
     # Worker processes (`python -m serving --workers`), each with its own model and poller;
     # by default one per core, at most four (see `default_workers`).
     workers: int = Field(default_factory=default_workers, gt=0, validation_alias="MNIST_WORKERS")

@@ -292,6 +292,21 @@ def live_server_url(trained_registry: dict[str, str]) -> Iterator[str]:
         yield url
 
 
+def with_more_versions(
+    registry: dict[str, str], patch: pytest.MonkeyPatch, count: int = 1
+) -> MlflowClient:
+    """Point this test at `registry` (a `registry_copy`) and register `count` more versions of
+    its version 1's model (versions 2, 3…); its client."""
+    for name, value in registry.items():
+        patch.setenv(name, value)
+    client = MlflowClient(registry["MLFLOW_TRACKING_URI"])
+    mlflow.set_tracking_uri(registry["MLFLOW_TRACKING_URI"])
+    source = client.get_model_version("mnist-cnn", "1").source
+    for _ in range(count):
+        mlflow.register_model(source, "mnist-cnn")
+    return client
+
+
 @pytest.fixture
 def registry_copy(trained_registry: dict[str, str], tmp_path: Path) -> dict[str, str]:
     """The tiny registry's database copied, so that its aliases can be moved freely."""

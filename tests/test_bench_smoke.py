@@ -81,6 +81,22 @@ def test_logging_overhead_quick_run(trained_registry: dict[str, str], tmp_path: 
     assert "| on |" in out.with_suffix(".md").read_text()
 
 
+def test_shadow_overhead_quick_run(trained_registry: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "shadow.json"
+    results = run_benchmark("bench.shadow_overhead", ["--quick"], trained_registry, out)
+    rounds = results["rounds"]
+    assert all(
+        cell["requests"] > 0 and cell["errors"] == 0 for state in ("off", "on")
+        for cell in rounds[state]
+    ), rounds  # fmt: skip
+    # The benchmark checks itself that the shadowing server compared every answer it gave and
+    # the other none (it fails otherwise).
+    assert results["shadow_counts"]["on"]["compared"] >= sum(c["requests"] for c in rounds["on"])
+    assert results["shadow_cpu_us_per_answer"] > 0
+    assert results["cpu_model"] and results["workers"] == 2
+    assert "| on |" in out.with_suffix(".md").read_text()
+
+
 def test_soak_while_the_alias_moves(registry_copy: dict[str, str], tmp_path: Path) -> None:
     """Load while the alias moves between two versions: no failed request."""
     uri = registry_copy["MLFLOW_TRACKING_URI"]

@@ -58,7 +58,7 @@ def run_cli(root: Path, env: dict[str, str], module: str, *argv: str) -> str:
 
 
 def test_the_image_carries_the_registry_cli_and_no_more_of_the_pipeline(
-    image_tree: Path, registry_copy: dict[str, str]
+    image_tree: Path, registry_copy: dict[str, str], tmp_path: Path
 ) -> None:
     # The rest of the pipeline is not there to be imported by accident.
     missing = subprocess.run(
@@ -70,6 +70,10 @@ def test_the_image_carries_the_registry_cli_and_no_more_of_the_pipeline(
     assert "production" in run_cli(image_tree, registry_copy, commands, "list")
     run_cli(image_tree, registry_copy, commands, "promote", "1", "--reason", "from the image")
     assert "register stage" in run_cli(image_tree, registry_copy, commands, "history")
+    # `compare` reads the prediction log too (monitoring, which the image carries whole).
+    store = {"MNIST_STORE_URL": f"sqlite:///{tmp_path / 'predictions.db'}"}
+    compared = run_cli(image_tree, {**registry_copy, **store}, commands, "compare")
+    assert "holds the alias 'challenger'" in compared
 
 
 def test_the_image_carries_the_feedback_review(image_tree: Path, tmp_path: Path) -> None:

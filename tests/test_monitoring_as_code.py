@@ -129,6 +129,7 @@ def test_the_dashboard_shows_what_the_issue_asks_for() -> None:
         "mnist_inference_batch_size_bucket", "mnist_version_predictions_total",
         "mnist_prediction_confidence_bucket", "mnist_uncertain_predictions_total",
         "mnist_feedback_accuracy", "mnist_drift_score", "mnist_model_version",
+        "mnist_shadow_comparisons_total", "mnist_shadow_uncertain_total",
     ):  # fmt: skip
         assert metric in queries, metric
 

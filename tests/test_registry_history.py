@@ -5,7 +5,6 @@ from __future__ import annotations
 import getpass
 import json
 
-import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -18,6 +17,7 @@ from pipeline.registry.history import (
     history_markdown,
     read_history,
 )
+from tests.conftest import with_more_versions
 
 MODEL = "mnist-cnn"
 
@@ -42,12 +42,7 @@ def test_the_description_fits_mlflows_column_and_counts_what_it_leaves_out() -> 
 def registry(registry_copy: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> MlflowClient:
     """The tiny registry (version 1 in production, put there by the register stage) with a
     version 2 of the same model."""
-    for name, value in registry_copy.items():
-        monkeypatch.setenv(name, value)
-    client = MlflowClient(registry_copy["MLFLOW_TRACKING_URI"])
-    mlflow.set_tracking_uri(registry_copy["MLFLOW_TRACKING_URI"])
-    mlflow.register_model(client.get_model_version(MODEL, "1").source, MODEL)
-    return client
+    return with_more_versions(registry_copy, monkeypatch)
 
 
 def test_history_lists_every_move_newest_first(

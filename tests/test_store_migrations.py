@@ -129,3 +129,28 @@ def test_the_operators_command_upgrades_and_tells_the_revision(tmp_path: Path, f
 
     assert run("upgrade").strip() == f"the prediction store is at revision {migrate.head()} (head)"
     assert run("current").strip() == f"revision {migrate.head()}; head {migrate.head()}"
+
+
+def test_a_store_at_0003_gets_the_shadow_table_with_nothing_lost(tmp_path: Path) -> None:
+    """0004 adds `shadow_answers` (the challenger's answers); the rows already there stay."""
+    path = tmp_path / "predictions.db"
+    engine = create_engine(f"sqlite:///{path}")
+    with engine.begin() as connection:
+        command.upgrade(migrate._config(connection), "0003")
+        connection.exec_driver_sql(
+            "INSERT INTO predictions VALUES (?, '2026-11-01 10:00:00', '1', 'canvas', ?, 9, ?, 0)",
+            ("a" * 32, bytes(784), bytes(40)),
+        )
+        connection.exec_driver_sql(
+            "INSERT INTO feedback VALUES (?, '9', 'accepted', '2026-11-01 10:00:01', ?, ?)",
+            ("a" * 32, "c" * 64, "d" * 64),
+        )
+    engine.dispose()
+    tables = ("predictions", "feedback", "secrets")
+    before = {table: rows(path, table) for table in tables}
+    assert revision(path) == "0003"
+    store = open_store(f"sqlite:///{path}")
+    store.close()
+    assert revision(path) == migrate.head() == "0004"
+    assert {table: rows(path, table) for table in tables} == before
+    assert rows(path, "shadow_answers") == []

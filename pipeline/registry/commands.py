@@ -4,12 +4,15 @@
     mnist-registry promote 3 --reason "beats version 2 on the new test pictures"
     mnist-registry rollback --reason "version 3 misreads sevens"
     mnist-registry history [--json]     # every move of every alias, newest first
+    mnist-registry compare [--json]     # production against the challenger, on logged traffic
 
 Promotion moves the `production` alias (MLflow 3 replaced stages with aliases) and leaves the
 version it replaces under the `previous` alias, which `rollback` returns to. Who promoted a
 version, when, why and from which version is recorded on it (tags `promoted_*`). The version a
 person moves `production` away from is marked demoted (tags `demoted_*`): the register stage never
-promotes it again, until someone promotes it here by hand.
+promotes it again, until someone promotes it here by hand. `compare` reads the API's prediction
+log ($MNIST_STORE_URL, or --store): what the `challenger` version answered in the shadow of
+production, and each one's accuracy on the feedback users gave and a person accepted.
 """
 
 from __future__ import annotations
@@ -24,12 +27,16 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
 from mnist_core.settings import MlflowSettings
+from monitoring.settings import MonitoringSettings
+from monitoring.shadow_report import compare, describe
+from monitoring.store import open_store
 from pipeline.registry.aliases import (
     RegistryError,
     alias_history,
     list_versions,
     promote,
     rollback,
+    version_with_alias,
 )
 from pipeline.registry.demotion import demotion_of
 from pipeline.registry.history import AliasEvent
@@ -61,6 +68,47 @@ def _print_history(events: list[AliasEvent], as_json: bool) -> None:
         print("No alias has moved yet (moves are recorded from this version of the project on).")
 
 
+def _version(client: MlflowClient, name: str, alias: str) -> str | None:
+    held = version_with_alias(client, name, alias)
+    return None if held is None else str(held.version)
+
+
+def _compare(client: MlflowClient, settings: MlflowSettings, args: argparse.Namespace) -> None:
+    """Print production against the challenger, from the prediction log."""
+    name, alias = settings.model_name, settings.challenger_alias
+    challenger = args.challenger or _version(client, name, alias)
+    production = _version(client, name, settings.model_alias)
+    store = open_store(args.store or MonitoringSettings().store_url)
+    try:
+        comparisons = compare(store, challenger)
+    finally:
+        store.close()
+    if args.json:
+        body = {
+            "production": production,
+            "challenger": challenger,
+            "comparisons": [one.as_dict() for one in comparisons],
+        }
+        print(json.dumps(body, indent=2))
+        return
+    if challenger is None:
+        print(
+            f"No version of {name} holds the alias '{alias}': the API scores nothing in the "
+            "shadow. A version gets it from the register stage (an experiment, another branch, "
+            "`register.promote: manual`); name an earlier one with --challenger."
+        )
+    elif not comparisons:
+        print(
+            f"Version {challenger} holds '{alias}', but the prediction log has no answer of it "
+            "yet: the API scores it in the shadow once it has loaded it (within "
+            "MNIST_POLL_SECONDS) and served requests."
+        )
+    for comparison in comparisons:
+        print("\n".join(describe(comparison)))
+    if production is not None and challenger is not None:
+        print(f"\nNow: production is version {production}, challenger version {challenger}.")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -69,6 +117,16 @@ def main(argv: list[str] | None = None) -> None:
     commands.add_parser("list", help="list versions with their aliases and test accuracy")
     history_parser = commands.add_parser("history", help="every move of every alias, newest first")
     history_parser.add_argument("--json", action="store_true", help="as a JSON list")
+    compare_parser = commands.add_parser(
+        "compare", help="production against the challenger, on the traffic the API logged"
+    )
+    compare_parser.add_argument("--json", action="store_true", help="as JSON")
+    compare_parser.add_argument(
+        "--challenger", help="the challenger version to look at (default: the alias's)"
+    )
+    compare_parser.add_argument(
+        "--store", help="SQLAlchemy URL of the prediction log (default $MNIST_STORE_URL)"
+    )
     promote_parser = commands.add_parser("promote", help="serve VERSION")
     promote_parser.add_argument("version")
     rollback_parser = commands.add_parser("rollback", help="serve the version served before")
@@ -89,6 +147,9 @@ def main(argv: list[str] | None = None) -> None:
             return
         if args.command == "history":
             _print_history(alias_history(client, settings.model_name), args.json)
+            return
+        if args.command == "compare":
+            _compare(client, settings, args)
             return
         changed = (
             promote(client, settings, args.version, args.reason)
