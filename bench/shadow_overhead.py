@@ -6,8 +6,8 @@
 Two servers (`python -m serving --workers 2`) start together on a private registry of their own
 (a SQLite file in a temporary directory) whose `production` and `challenger` aliases hold the
 same ONNX model (`--model`, else the configured registry's production version): one with
-`MNIST_SHADOW_SAMPLE_RATE=0` (the challenger is not even loaded), one with `--sample-rate` (1:
-every answer scored again). Both log their predictions, as a deployment does. Each round drives
+`MNIST_SHADOW_SAMPLE_RATE=0` (the challenger is not even loaded), one with `--sample-rate` (the
+API's default, 0.5, unless given; 1: every answer scored again). Both log their predictions, as a deployment does. Each round drives
 `/predict` with a 28×28 PNG (the cheapest request, so the shadow's largest share) from `wrk` at
 `--connections` on both servers, one after the other, the order swapped every round; req/s and
 the servers' CPU per request as `bench.logging_overhead` measures them (medians, round-by-round
@@ -92,15 +92,29 @@ def shadow_counts(server: Server) -> dict[str, float]:
     return counts
 
 
-def shadowing(server: Server, body: tuple[bytes, str], timeout: float = 60) -> None:
+# Below a sample rate of 1 the shadow compares a random share of the answers: thousands of them
+# in a round, so a count this far under its expectation means workers that do not shadow.
+SAMPLED_SHORTFALL = 0.9
+
+
+def expected(answered: float, sample_rate: float) -> float:
+    """How many of `answered` answers the shadow must at least have compared (or dropped)."""
+    return answered if sample_rate == 1 else SAMPLED_SHORTFALL * sample_rate * answered
+
+
+def shadowing(
+    server: Server, body: tuple[bytes, str], sample_rate: float, timeout: float = 60
+) -> None:
     """Wait until every worker scores in the shadow: a 2 s run whose answers were all compared
-    (the challenger loads after production, in the background)."""
+    at the sample rate (the challenger loads after production, in the background)."""
     deadline = time.monotonic() + timeout
     while True:
         before = shadow_counts(server).get("compared", 0)
         cell = wrk(server.url + "/predict", *body, connections=8, seconds=2)
         time.sleep(0.5)  # the shadow thread's last batch
-        if shadow_counts(server).get("compared", 0) - before >= cell["requests"]:
+        if shadow_counts(server).get("compared", 0) - before >= expected(
+            cell["requests"], sample_rate
+        ):
             return
         if time.monotonic() > deadline:
             raise RuntimeError(f"{server.url} does not score its answers in the shadow")
@@ -122,7 +136,7 @@ def paired_rounds(
             for state in STATES
         }
         servers, _ = started(stack, args, body, envs)
-        shadowing(servers["on"], body)
+        shadowing(servers["on"], body, args.sample_rate)
         before = {state: shadow_counts(server) for state, server in servers.items()}
         for index in range(args.repeat):
             for state, cell in one_round(args, servers, body, index).items():
@@ -161,7 +175,9 @@ def shadow_cpu_us_per_answer(onnx_model: bytes, workers: int, answers: int = 5_0
     pixels[4:24, 12:16] = 255
     with tempfile.TemporaryDirectory() as scratch:
         settings = ServingSettings(
-            MNIST_STORE_URL=f"sqlite:///{scratch}/predictions.db", MNIST_SHADOW_QUEUE_SIZE=answers
+            MNIST_STORE_URL=f"sqlite:///{scratch}/predictions.db",
+            MNIST_SHADOW_QUEUE_SIZE=answers,
+            MNIST_SHADOW_SAMPLE_RATE=1,  # every answer: the cost of one
         )
         metrics = MonitoringMetrics(CollectorRegistry())
         log = PredictionLog(settings, metrics)
@@ -197,7 +213,7 @@ def check_compared(rounds: dict[str, list[dict]], counts: dict[str, dict[str, fl
     done = counts["on"].get("compared", 0) + sum(
         value for key, value in counts["on"].items() if key.startswith("dropped_")
     )
-    if sample_rate == 1 and done < answered:
+    if done < expected(answered, sample_rate):
         raise RuntimeError(f"{done:.0f} of {answered} answers shadowed: the measurement is void")
 
 
@@ -228,7 +244,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=6, help="per measurement")
     parser.add_argument("--repeat", type=int, default=20, help="rounds (each: both servers)")
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--sample-rate", type=float, default=1.0, help="the shadowing server's")
+    parser.add_argument(
+        "--sample-rate",
+        type=float,
+        default=ServingSettings.model_fields["shadow_sample_rate"].default,
+        help="the shadowing server's (default: the API's default)",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results/shadow_overhead.json"))
     args = parser.parse_args()
     args.together = False  # `one_round` of bench.logging_overhead: in turn

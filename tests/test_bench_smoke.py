@@ -83,7 +83,9 @@ def test_logging_overhead_quick_run(trained_registry: dict[str, str], tmp_path: 
 
 def test_shadow_overhead_quick_run(trained_registry: dict[str, str], tmp_path: Path) -> None:
     out = tmp_path / "shadow.json"
-    results = run_benchmark("bench.shadow_overhead", ["--quick"], trained_registry, out)
+    results = run_benchmark(
+        "bench.shadow_overhead", ["--quick", "--sample-rate", "1"], trained_registry, out
+    )
     rounds = results["rounds"]
     assert all(
         cell["requests"] > 0 and cell["errors"] == 0 for state in ("off", "on")

@@ -70,6 +70,7 @@ def job(production: int, challenger: int, confidence: int = 90, uncertain: bool 
 
 def scorer(aliased: Aliased | None, **settings: object) -> tuple[ShadowScorer, CollectorRegistry]:
     registry = CollectorRegistry()
+    settings.setdefault("MNIST_SHADOW_SAMPLE_RATE", 1)  # every answer, unless the test says
     shadow = ShadowScorer(ServingSettings(**settings), aliased, ShadowMetrics(registry), Log())  # type: ignore[arg-type]
     return shadow, registry
 

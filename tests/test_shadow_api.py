@@ -53,7 +53,12 @@ def test_the_challenger_is_scored_in_the_shadow_and_follows_its_alias(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     store_url = f"sqlite:///{tmp_path / 'predictions.db'}"
-    settings = ServingSettings(**registry_copy, MNIST_STORE_URL=store_url, MNIST_POLL_SECONDS=0.2)
+    settings = ServingSettings(
+        **registry_copy,
+        MNIST_STORE_URL=store_url,
+        MNIST_POLL_SECONDS=0.2,
+        MNIST_SHADOW_SAMPLE_RATE=1,  # every answer compared: the counts are exact
+    )
     app = create_app(settings)
     service = app.state.service
 
@@ -130,7 +135,12 @@ def test_a_challenger_that_cannot_be_loaded_leaves_production_alone(
     version = client.create_model_version(MODEL, broken.as_uri()).version
     client.set_registered_model_alias(MODEL, "challenger", version)
     store_url = f"sqlite:///{tmp_path / 'predictions.db'}"
-    settings = ServingSettings(**registry_copy, MNIST_STORE_URL=store_url, MNIST_POLL_SECONDS=0.2)
+    settings = ServingSettings(
+        **registry_copy,
+        MNIST_STORE_URL=store_url,
+        MNIST_POLL_SECONDS=0.2,
+        MNIST_SHADOW_SAMPLE_RATE=1,  # every answer compared: the counts are exact
+    )
     app = create_app(settings)
     challenger = app.state.service.shadow.challenger
     with ready_client(app) as client:
