@@ -37,6 +37,17 @@ def samples(text: str, name: str) -> dict[tuple, float]:
     return found
 
 
+def shadowing_settings(registry_copy: dict[str, str], tmp_path: Path) -> ServingSettings:
+    """The API on the tiny registry, its log in `tmp_path`, quick to see the alias move, every
+    answer compared (so the counts are exact)."""
+    return ServingSettings(
+        **registry_copy,
+        MNIST_STORE_URL=f"sqlite:///{tmp_path / 'predictions.db'}",
+        MNIST_POLL_SECONDS=0.2,
+        MNIST_SHADOW_SAMPLE_RATE=1,
+    )
+
+
 @pytest.fixture
 def registry(registry_copy: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> MlflowClient:
     """The tiny registry (version 1 in production) with versions 2 and 3 of the same model,
@@ -52,13 +63,7 @@ def test_the_challenger_is_scored_in_the_shadow_and_follows_its_alias(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    store_url = f"sqlite:///{tmp_path / 'predictions.db'}"
-    settings = ServingSettings(
-        **registry_copy,
-        MNIST_STORE_URL=store_url,
-        MNIST_POLL_SECONDS=0.2,
-        MNIST_SHADOW_SAMPLE_RATE=1,  # every answer compared: the counts are exact
-    )
+    settings = shadowing_settings(registry_copy, tmp_path)
     app = create_app(settings)
     service = app.state.service
 
@@ -119,7 +124,7 @@ def test_the_challenger_is_scored_in_the_shadow_and_follows_its_alias(
         assert client.get("/ready").json()["model_version"] == "1"
 
     registry.set_registered_model_alias(MODEL, "challenger", "2")
-    registry_cli(["compare", "--store", store_url])
+    registry_cli(["compare", "--store", settings.store_url])
     text = capsys.readouterr().out
     assert "production version 1 against challenger version 2" in text
     assert "4 answers compared" in text and "agreement             100.0 %" in text
@@ -134,13 +139,7 @@ def test_a_challenger_that_cannot_be_loaded_leaves_production_alone(
     (broken / "MLmodel").write_text("flavors: {}\n")  # no ONNX flavor
     version = client.create_model_version(MODEL, broken.as_uri()).version
     client.set_registered_model_alias(MODEL, "challenger", version)
-    store_url = f"sqlite:///{tmp_path / 'predictions.db'}"
-    settings = ServingSettings(
-        **registry_copy,
-        MNIST_STORE_URL=store_url,
-        MNIST_POLL_SECONDS=0.2,
-        MNIST_SHADOW_SAMPLE_RATE=1,  # every answer compared: the counts are exact
-    )
+    settings = shadowing_settings(registry_copy, tmp_path)
     app = create_app(settings)
     challenger = app.state.service.shadow.challenger
     with ready_client(app) as client:
