@@ -28,7 +28,7 @@ Shadow scoring by the `challenger` version (`serving.shadow`), counted by each w
   production's version, before the work was done), `shutdown` (still queued when the worker
   stopped), or `not_logged` (compared, but the answer did not reach the store).
 - `mnist_shadow_version{name, alias}`: the version the challenger alias names and the worker
-  scores with (absent when none).
+  scores with (0 when none).
 
 Read from the store at scrape time (the same for every worker, so no sum is needed):
 - `mnist_feedback_accuracy{model_version}`: share of feedback (rejected excluded) that confirmed

@@ -176,12 +176,14 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             metrics.alias_version.labels(settings.model_name, settings.model_alias).set(
                 float(store.alias_version)
             )
-        shadow_version = metrics.monitoring.shadow.version
-        shadow_version.clear()
-        if shadow.current is not None:
-            shadow_version.labels(settings.model_name, settings.challenger_alias).set(
-                float(shadow.current.version)
-            )
+        # No challenger is a value, 0, not an absent series: with several workers a cleared
+        # gauge would keep its last value in their shared files (prometheus-client's
+        # multiprocess mode), and the dashboard would show a challenger that left.
+        challenger = shadow.current
+        challenger_gauge = metrics.monitoring.shadow.version
+        challenger_gauge.labels(settings.model_name, settings.challenger_alias).set(
+            0.0 if challenger is None else float(challenger.version)
+        )
         # Off the event loop: the store's gauges are read from the database.
         text = await asyncio.to_thread(scrape, metrics.registry, store_gauges)
         return Response(text, media_type=CONTENT_TYPE_LATEST)
