@@ -70,8 +70,10 @@ def test_the_image_carries_the_registry_cli_and_no_more_of_the_pipeline(
     assert "production" in run_cli(image_tree, registry_copy, commands, "list")
     run_cli(image_tree, registry_copy, commands, "promote", "1", "--reason", "from the image")
     assert "register stage" in run_cli(image_tree, registry_copy, commands, "history")
-    # `compare` reads the prediction log too (monitoring, which the image carries whole).
+    # `compare` reads the prediction log too (monitoring, which the image carries whole), once
+    # the API (here its migration command) has made it.
     store = {"MNIST_STORE_URL": f"sqlite:///{tmp_path / 'predictions.db'}"}
+    run_cli(image_tree, store, "monitoring.migrate", "upgrade")
     compared = run_cli(image_tree, {**registry_copy, **store}, commands, "compare")
     assert "holds the alias 'challenger'" in compared
 

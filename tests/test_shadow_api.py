@@ -120,7 +120,8 @@ def test_the_challenger_is_scored_in_the_shadow_and_follows_its_alias(
         wait_for(lambda: shadowing() is None, "the shadow unloading")
         predict(2)
         assert agreed() == 6
-        assert samples(client.get("/metrics").text, "mnist_shadow_version") == {}
+        no_challenger = {(("alias", "challenger"), ("name", MODEL)): 0.0}
+        assert samples(client.get("/metrics").text, "mnist_shadow_version") == no_challenger
         assert client.get("/ready").json()["model_version"] == "1"
 
     registry.set_registered_model_alias(MODEL, "challenger", "2")
@@ -152,3 +153,22 @@ def test_a_challenger_that_cannot_be_loaded_leaves_production_alone(
         }  # fmt: skip
         text = client.get("/metrics").text
         assert samples(text, "mnist_shadow_comparisons_total")[(("outcome", "agree"),)] == 0
+
+
+def test_compare_refuses_a_log_that_is_not_there(
+    registry: MlflowClient, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "no-such" / "predictions.db"
+    with pytest.raises(SystemExit) as stopped:
+        registry_cli(["compare", "--store", f"sqlite:///{missing}"])
+    assert str(stopped.value) == (
+        f"error: there is no prediction log at {missing}: the API writes it where "
+        "MNIST_STORE_URL says; give that URL (or --store)"
+    )
+    assert not missing.parent.exists()  # nothing created on the way
+    unreachable = "postgresql+psycopg://nobody:secret@127.0.0.1:9/predictions"
+    with pytest.raises(SystemExit) as stopped:
+        registry_cli(["compare", "--store", unreachable])
+    message = str(stopped.value)
+    assert message.startswith("error: the prediction log at postgresql+psycopg://nobody:***@")
+    assert "cannot be read" in message and "secret" not in message

@@ -21,15 +21,18 @@ import argparse
 import json
 import sys
 from dataclasses import asdict
+from pathlib import Path
 
 import mlflow
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from mnist_core.settings import MlflowSettings
 from monitoring.settings import MonitoringSettings
 from monitoring.shadow_report import compare, describe
-from monitoring.store import open_store
+from monitoring.store import Store, open_store
 from pipeline.registry.aliases import (
     RegistryError,
     alias_history,
@@ -73,16 +76,36 @@ def _version(client: MlflowClient, name: str, alias: str) -> str | None:
     return None if held is None else str(held.version)
 
 
+def _existing_store(url: str) -> Store:
+    """The prediction log at `url`; a SQLite file that is not there is an error, not a new,
+    empty log (a mistyped path would otherwise report that nothing was compared)."""
+    parsed = make_url(url)
+    in_a_file = parsed.database not in (None, "", ":memory:")
+    if parsed.get_backend_name() == "sqlite" and in_a_file and not Path(parsed.database).is_file():
+        raise RegistryError(
+            f"there is no prediction log at {parsed.database}: the API writes it where "
+            "MNIST_STORE_URL says; give that URL (or --store)"
+        )
+    return open_store(url)
+
+
 def _compare(client: MlflowClient, settings: MlflowSettings, args: argparse.Namespace) -> None:
     """Print production against the challenger, from the prediction log."""
     name, alias = settings.model_name, settings.challenger_alias
     challenger = args.challenger or _version(client, name, alias)
     production = _version(client, name, settings.model_alias)
-    store = open_store(args.store or MonitoringSettings().store_url)
+    url = args.store or MonitoringSettings().store_url
     try:
-        comparisons = compare(store, challenger)
-    finally:
-        store.close()
+        store = _existing_store(url)
+        try:
+            comparisons = compare(store, challenger)
+        finally:
+            store.close()
+    except SQLAlchemyError as error:
+        reason = str(error).splitlines()[0]
+        raise RegistryError(
+            f"the prediction log at {make_url(url).render_as_string()} cannot be read: {reason}"
+        ) from None
     if args.json:
         body = {
             "production": production,
