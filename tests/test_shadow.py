@@ -82,12 +82,12 @@ def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
 def test_agreement_disagreements_and_uncertain_shares_are_counted() -> None:
     challenger = served()
     shadow, registry = scorer(Aliased(challenger))
-    shadow.start()
     for production, theirs, confidence, uncertain in [
         (7, 7, 90, False), (7, 7, 30, True), (4, 9, 90, False), (4, 9, 40, False),
         (1, 7, 90, False),
     ]:  # fmt: skip
         shadow.submit(job(production, theirs, confidence, uncertain))
+    shadow.start()  # after the five are queued: one batch, however the thread is scheduled
     shadow.wait_until_scored()
     shadow.stop()
     comparisons = "mnist_shadow_comparisons_total"
