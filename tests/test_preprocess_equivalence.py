@@ -73,6 +73,16 @@ def drawn_digit(seed: int, side: int, ink: int, paper: int, width: int) -> Image
     return picture
 
 
+def coloured(picture: Image.Image, seed: int) -> Image.Image:
+    """`picture`'s ink in random colours, its paper in another: R, G and B all differ."""
+    rng = np.random.default_rng(seed)
+    ink = np.asarray(picture) < 128
+    rgb = np.empty((*ink.shape, 3), np.uint8)
+    rgb[ink] = rng.integers(0, 160, (int(ink.sum()), 3))
+    rgb[~ink] = rng.integers(170, 256, 3)
+    return Image.fromarray(rgb)
+
+
 def pictures() -> list[tuple[str, Image.Image]]:
     cases: list[tuple[str, Image.Image]] = []
     for seed in range(12):
@@ -86,6 +96,8 @@ def pictures() -> list[tuple[str, Image.Image]]:
             # the page's canvas: opaque RGBA, black strokes on white
             (f"RGBA-opaque-{seed}", dark_on_light.convert("RGBA")),
             (f"LA-opaque-{seed}", dark_on_light.convert("LA")),
+            # coloured strokes on an opaque sheet: the two ways to grey must weigh R, G, B alike
+            (f"RGBA-opaque-coloured-{seed}", coloured(dark_on_light, seed).convert("RGBA")),
             (f"blurred-{seed}", dark_on_light.filter(ImageFilter.GaussianBlur(side / 60))),
         ]
         # strokes on a transparent sheet: the ink is only in the alpha channel
