@@ -298,7 +298,9 @@ def main() -> None:
         args.seconds, args.repeat, args.connections, args.prefill = 1, 2, 8, 1_000
 
     settings = ServingSettings()
-    env = {"MLFLOW_TRACKING_URI": settings.tracking_uri}
+    # No shadow scoring, whatever version holds the challenger alias: bench.shadow_overhead
+    # measures that on its own.
+    env = {"MLFLOW_TRACKING_URI": settings.tracking_uri, "MNIST_SHADOW_SAMPLE_RATE": "0"}
     rounds, warm_ups, logged = paired_rounds(args, payloads()["png28"], env)
     check_logged(rounds, warm_ups, logged, args.connections)
     results = {

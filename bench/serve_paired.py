@@ -68,7 +68,9 @@ def main() -> None:
     settings = ServingSettings()
     client = MlflowClient(settings.tracking_uri)
     version = client.get_model_version_by_alias(settings.model_name, settings.model_alias).version
-    env = {"MLFLOW_TRACKING_URI": settings.tracking_uri}
+    # No shadow scoring, whatever version holds the challenger alias: bench.shadow_overhead
+    # measures that on its own.
+    env = {"MLFLOW_TRACKING_URI": settings.tracking_uri, "MNIST_SHADOW_SAMPLE_RATE": "0"}
     bodies = payloads()
     ours_port, theirs_port = free_port(), free_port()
     ours_command = [sys.executable, "-m", "serving", "--port", str(ours_port)]

@@ -7,12 +7,13 @@ Two servers (`python -m serving --workers 2`) start together on a private regist
 (a SQLite file in a temporary directory) whose `production` and `challenger` aliases hold the
 same ONNX model (`--model`, else the configured registry's production version): one with
 `MNIST_SHADOW_SAMPLE_RATE=0` (the challenger is not even loaded), one with `--sample-rate` (the
-API's default, 0.5, unless given; 1: every answer scored again). Both log their predictions, as a deployment does. Each round drives
-`/predict` with a 28×28 PNG (the cheapest request, so the shadow's largest share) from `wrk` at
-`--connections` on both servers, one after the other, the order swapped every round; req/s and
-the servers' CPU per request as `bench.logging_overhead` measures them (medians, round-by-round
-on/off ratios and their bootstrap interval). The run fails if the shadowing server did not
-compare what it was sent (dropped work aside, which is recorded) or the other compared anything.
+API's default, 0.5, unless given; 1: every answer scored again). Both log their predictions, as
+a deployment does. Each round drives `/predict` with a 28×28 PNG (the cheapest request, so the
+shadow's largest share) from `wrk` at `--connections` on both servers, one after the other, the
+order swapped every round; req/s and the servers' CPU per request as `bench.logging_overhead`
+measures them (medians, round-by-round on/off ratios and their bootstrap interval). The run
+fails if the shadowing server did not compare what it was sent (at its sample rate; dropped work
+aside, which is recorded) or the other compared anything.
 It also times, in process, the CPU that one shadowed answer costs (all threads: the job queued
 as a request queues it, the challenger's batched inference, the counters, its answer written to
 the log): a figure a busy machine disturbs less than req/s.
