@@ -152,8 +152,6 @@ class RegisterParams(_Section):
     # move `production`; `manual` leaves every move to `mnist-registry promote`.
     promote: Literal["auto", "manual"] = "auto"
     branch: str = "main"
-    # Given instead to a version that passes the gate but may not move production.
-    challenger_alias: str = "challenger"
 
 
 class DriftParams(_Section):

@@ -88,7 +88,7 @@ def register(params: RegisterParams, settings: MlflowSettings) -> Decision:
         promote(client, settings, version.version, decision.reason, by=STAGE, automatic=True)
     elif decision.action == "challenger":
         challenger = client.get_model_version(name, version.version)
-        move_alias(client, name, params.challenger_alias, challenger, STAGE, decision.reason)
+        move_alias(client, name, settings.challenger_alias, challenger, STAGE, decision.reason)
     log.log(
         logging.WARNING if demotion else logging.INFO,
         "%s version %s: %s (%s)", name, version.version, decision.action, decision.reason,
