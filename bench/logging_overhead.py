@@ -276,14 +276,22 @@ def table(results: dict) -> str:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def on_off_arguments(
+    description: str | None, seconds: float, repeat: int
+) -> argparse.ArgumentParser:
+    """The command line the off-and-on benchmarks share (this one and bench.shadow_overhead)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 short rounds, c=8")
     parser.add_argument("--workers", type=int, default=2, help="each server's worker processes")
     parser.add_argument("--python", default=sys.executable, help="interpreter that runs our API")
-    parser.add_argument("--seconds", type=float, default=8, help="per measurement")
-    parser.add_argument("--repeat", type=int, default=8, help="rounds (each: both servers)")
+    parser.add_argument("--seconds", type=float, default=seconds, help="per measurement")
+    parser.add_argument("--repeat", type=int, default=repeat, help="rounds (each: both servers)")
     parser.add_argument("--connections", type=int, default=32)
+    return parser
+
+
+def main() -> None:
+    parser = on_off_arguments(__doc__, seconds=8, repeat=8)
     parser.add_argument(
         "--together",
         action="store_true",

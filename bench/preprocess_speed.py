@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import io
 import json
 import statistics
 import timeit
@@ -28,27 +27,11 @@ import numpy as np
 from PIL import Image
 
 from bench.machine import cpu_model
-from bench.serve_throughput import PAINT_PICTURE, payloads
+from bench.serve_throughput import pictures
 from mnist_core.imaging import to_mnist
 from serving.decode import decode_image
 
 MAX_PIXELS = 25_000_000
-
-
-def pictures() -> dict[str, bytes]:
-    """The PNG files the serving benchmark uploads (its multipart bodies' files)."""
-    bodies = payloads()
-    canvas_body = bodies["png280"][0]
-    start = canvas_body.index(b"\x89PNG")
-    end = canvas_body.rindex(b"\r\n--")
-    small = io.BytesIO()
-    with Image.open(PAINT_PICTURE) as paint:
-        Image.fromarray(to_mnist(paint)).save(small, format="PNG")
-    return {
-        "png28": small.getvalue(),
-        "png280": canvas_body[start:end],
-        "paint": PAINT_PICTURE.read_bytes(),
-    }
 
 
 def load_baseline(folder: Path) -> ModuleType:

@@ -25,7 +25,7 @@ from mlflow.tracking import MlflowClient
 
 from bench.loadgen import free_port, running, wrk
 from bench.machine import cpu_model
-from bench.serve_throughput import payloads
+from bench.serve_throughput import mlflow_serve_command, payloads
 from mnist_core.classifier import default_threads
 from serving.settings import ServingSettings
 
@@ -75,10 +75,8 @@ def main() -> None:
     ours_port, theirs_port = free_port(), free_port()
     ours_command = [sys.executable, "-m", "serving", "--port", str(ours_port)]
     ours_command += ["--workers", str(args.workers)]
-    mlflow_cli = str(Path(sys.executable).parent / "mlflow")
-    theirs_command = [mlflow_cli, "models", "serve", "--env-manager", "local", "--host"]
-    theirs_command += ["127.0.0.1", "--port", str(theirs_port), "--workers", str(args.workers)]
-    theirs_command += ["-m", f"models:/{settings.model_name}@{settings.model_alias}"]
+    model_uri = f"models:/{settings.model_name}@{settings.model_alias}"
+    theirs_command = mlflow_serve_command(model_uri, theirs_port, args.workers)
     rounds = []
     with contextlib.ExitStack() as servers:
         ours = servers.enter_context(running(ours_command, "/ready", ours_port, env))

@@ -45,25 +45,45 @@ def png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def payloads() -> dict[str, tuple[bytes, str]]:
-    """The request bodies, each a drawn 7."""
-    paint = PAINT_PICTURE.read_bytes()
-    with Image.open(io.BytesIO(paint)) as picture:
-        digit = to_mnist(picture)  # white on black, 28×28
-    # What the web page's canvas sends: 280×280 RGBA, black 18 px round strokes on white.
+def paint_digit() -> np.ndarray:
+    """The Paint picture's 7 as the API sees it: 28×28, white on black."""
+    with Image.open(PAINT_PICTURE) as picture:
+        return to_mnist(picture)
+
+
+def pictures() -> dict[str, bytes]:
+    """The picture files the benchmarks upload, each a drawn 7: a 28×28 PNG, what the web page's
+    canvas sends (280×280 RGBA, black 18 px round strokes on white) and the Paint picture."""
     canvas = Image.new("RGBA", (280, 280), "white")
     strokes = [(70, 60), (210, 60), (120, 230)]
     ImageDraw.Draw(canvas).line(strokes, fill="black", width=18, joint="curve")
-    tensor = {"inputs": digit.reshape(1, 1, 28, 28).astype(float).tolist()}
     return {
-        "png28": multipart([("file", "digit.png", png(Image.fromarray(digit)))]),
-        "png280": multipart([("file", "canvas.png", png(canvas))]),
-        "paint": multipart([("file", PAINT_PICTURE.name, paint)]),
-        "batch16": multipart(
-            [("files", f"{i}.png", png(Image.fromarray(digit))) for i in range(BATCH_FILES)]
-        ),
+        "png28": png(Image.fromarray(paint_digit())),
+        "png280": png(canvas),
+        "paint": PAINT_PICTURE.read_bytes(),
+    }
+
+
+def payloads() -> dict[str, tuple[bytes, str]]:
+    """The request bodies: each picture as a multipart upload, 16 small ones as a batch, and the
+    28×28 digit as the JSON tensor `mlflow models serve` takes."""
+    files = pictures()
+    tensor = {"inputs": paint_digit().reshape(1, 1, 28, 28).astype(float).tolist()}
+    return {
+        "png28": multipart([("file", "digit.png", files["png28"])]),
+        "png280": multipart([("file", "canvas.png", files["png280"])]),
+        "paint": multipart([("file", PAINT_PICTURE.name, files["paint"])]),
+        "batch16": multipart([("files", f"{i}.png", files["png28"]) for i in range(BATCH_FILES)]),
         "json28": (json.dumps(tensor).encode(), "application/json"),
     }
+
+
+def mlflow_serve_command(model_uri: str, port: int, workers: int) -> list[str]:
+    """`mlflow models serve` of `model_uri` on 127.0.0.1:`port`, by this interpreter's `mlflow`
+    (whether or not its bin is on PATH)."""
+    mlflow_cli = str(Path(sys.executable).parent / "mlflow")
+    command = [mlflow_cli, "models", "serve", "-m", model_uri, "--env-manager", "local"]
+    return [*command, "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
 
 
 def bare_session_images_per_s(onnx_model: bytes, pngs: list[bytes], seconds: float) -> float:
@@ -113,10 +133,7 @@ def one_round(
     model_uri = f"models:/{settings.model_name}@{settings.model_alias}"
     for workers in [1] if args.quick else [1, args.workers]:
         port = free_port()
-        # The `mlflow` of this interpreter's environment, whether or not its bin is on PATH.
-        mlflow_cli = str(Path(sys.executable).parent / "mlflow")
-        command = [mlflow_cli, "models", "serve", "-m", model_uri, "--env-manager", "local"]
-        command += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+        command = mlflow_serve_command(model_uri, port, workers)
         with running(command, "/ping", port, env, timeout=180) as server:
             cells = sweep(server.url + "/invocations", bodies["json28"], concurrency, seconds)
             entry = {
@@ -127,9 +144,7 @@ def one_round(
             results["mlflow"][str(workers)] = entry
             print(json.dumps({"mlflow": workers, **entry}), flush=True)
 
-    small_pngs = [
-        png(Image.fromarray(to_mnist(Image.open(PAINT_PICTURE)))) for _ in range(BATCH_FILES)
-    ]
+    small_pngs = [pictures()["png28"]] * BATCH_FILES
     onnx_model = read_onnx_model(settings.model_name, version, settings.tracking_uri)
     results["bare_session_batch16_images_per_s"] = round(
         bare_session_images_per_s(onnx_model, small_pngs, 2 if args.quick else 5), 1

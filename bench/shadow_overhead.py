@@ -28,7 +28,6 @@ import argparse
 import contextlib
 import json
 import os
-import sys
 import tempfile
 import time
 import urllib.request
@@ -43,6 +42,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.loadgen import Server, wrk
 from bench.logging_overhead import (
     STATES,
+    on_off_arguments,
     on_off_table,
     one_round,
     save,
@@ -237,14 +237,8 @@ def table(results: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="smoke run: 2 short rounds, c=8")
+    parser = on_off_arguments(__doc__, seconds=6, repeat=20)
     parser.add_argument("--model", type=Path, help="an ONNX file (default: the production one)")
-    parser.add_argument("--workers", type=int, default=2, help="each server's worker processes")
-    parser.add_argument("--python", default=sys.executable, help="interpreter that runs our API")
-    parser.add_argument("--seconds", type=float, default=6, help="per measurement")
-    parser.add_argument("--repeat", type=int, default=20, help="rounds (each: both servers)")
-    parser.add_argument("--connections", type=int, default=32)
     parser.add_argument(
         "--sample-rate",
         type=float,
