@@ -4,13 +4,14 @@ MNIST digits are white on black, size-normalised to fit a 20×20 box (keeping th
 centred by centre of mass in a 28×28 image. `to_mnist` gives any picture of one digit that form.
 
 Every whole-picture step (grey levels, background, contrast, the ink's bounding box) is a Pillow
-operation on 8-bit pixels, so a large photo or canvas costs about as much as decoding it; float
-work starts only on the few hundred pixels of the final 20×20 digit.
+or vectorised numpy pass over 8-bit pixels, so a large photo or canvas costs about as much as
+decoding it; float work starts only on the few hundred pixels of the final 20×20 digit.
 """
 
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
@@ -46,6 +47,19 @@ def _upright(image: Image.Image) -> Image.Image:
         return image
 
 
+# A pixel of these modes, read as one little-endian integer, is opaque at or above this value
+# (its last byte, the alpha, at 255).
+OPAQUE_ALPHA = {"RGBA": ("<u4", 0xFF000000), "LA": ("<u2", 0xFF00)}
+
+
+def _opaque(image: Image.Image) -> bool:
+    """Whether every pixel of an RGBA or LA picture is opaque: one vectorised pass over its
+    bytes (copying the alpha out with Pillow first costs twice as much)."""
+    dtype, opaque = OPAQUE_ALPHA[image.mode]
+    values = np.frombuffer(image.tobytes(), dtype)
+    return values.size > 0 and bool(values.min() >= opaque)
+
+
 def _to_gray(image: Image.Image) -> Image.Image:
     """8-bit grey levels, upright, with any transparency composited onto white."""
     image = _upright(image)
@@ -53,7 +67,7 @@ def _to_gray(image: Image.Image) -> Image.Image:
         levels = np.asarray(image, dtype=np.float64)
         top = 65535.0 if image.mode.startswith("I;16") else max(float(levels.max()), 1.0)
         return Image.fromarray(np.clip(levels * (255 / top), 0, 255).astype(np.uint8))
-    if image.mode in ("RGBA", "LA") and image.getchannel("A").getextrema()[0] == 255:
+    if image.mode in OPAQUE_ALPHA and _opaque(image):
         return image.convert("L")  # opaque, as the page's canvas is: nothing to composite
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         gray, alpha = image.convert("LA").split()
@@ -61,24 +75,57 @@ def _to_gray(image: Image.Image) -> Image.Image:
     return image.convert("L")
 
 
-def _median_level(histogram: np.ndarray) -> int:
-    """The median grey level of an 8-bit picture, from its histogram."""
-    cumulative = np.cumsum(histogram)
-    return int(np.searchsorted(cumulative, (cumulative[-1] + 1) / 2))
+def _median_level(levels: np.ndarray, darkest: int, brightest: int) -> int:
+    """The median grey level of 8-bit `levels` (the smallest level at or below which half the
+    pixels lie, rounding up), found by counting rather than by a histogram: a drawing's page is
+    one level, the median one of its extremes, and one count settles it (a histogram of a page
+    of one level is a slow chain of increments to one bin)."""
+    half = (levels.size + 1) / 2
+    if np.count_nonzero(levels < brightest) < half:
+        return brightest
+    low, high = darkest, brightest - 1  # the median is in [low, high]
+    while low < high:
+        middle = (low + high) // 2
+        if np.count_nonzero(levels <= middle) >= half:
+            high = middle
+        else:
+            low = middle + 1
+    return low
 
 
-def _ink_levels(histogram: np.ndarray) -> np.ndarray:
-    """For each grey level, its ink intensity in [0, 1]: bright on dark, background at 0."""
-    background = _median_level(histogram)
-    present = np.flatnonzero(histogram)
-    darkest, brightest = int(present[0]), int(present[-1])
-    levels = LEVELS
-    if background > 127:  # dark ink on a light page, as drawn in Paint: invert
-        levels, background, brightest = 255 - LEVELS, 255 - background, 255 - darkest
+@dataclass(frozen=True)
+class _Ink:
+    """How a picture's grey levels read as ink: each level's intensity in [0, 1] (bright on
+    dark, the background at 0), and the levels that count as ink: those at or past `edge` on the
+    ink's side of the background."""
+
+    intensity: np.ndarray
+    edge: int
+    dark_on_light: bool
+
+    def mask(self, levels: np.ndarray) -> np.ndarray:
+        return levels <= self.edge if self.dark_on_light else levels >= self.edge
+
+
+def _ink(levels: np.ndarray, darkest: int, brightest: int) -> _Ink:
+    """The ink of a picture with grey `levels` between `darkest` and `brightest`."""
+    background = _median_level(levels, darkest, brightest)
+    intensity, dark_on_light = LEVELS, background > 127
+    if dark_on_light:  # dark ink on a light page, as drawn in Paint: invert
+        intensity, background, brightest = 255 - LEVELS, 255 - background, 255 - darkest
     contrast = float(brightest - background)
     if contrast < INK_CONTRAST:
         raise EmptyImageError("The picture is blank: no digit stands out from the background.")
-    return np.clip((levels - background) / contrast, 0, 1)
+    intensity = np.clip((intensity - background) / contrast, 0, 1)
+    # Intensity grows monotonically away from the background, so the ink is one run of levels.
+    is_ink = np.flatnonzero(intensity > INK_THRESHOLD)
+    return _Ink(intensity, int(is_ink[-1] if dark_on_light else is_ink[0]), dark_on_light)
+
+
+def _bounding_box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """The box (left, upper, right, lower) of the true pixels of a 2-D mask with at least one."""
+    rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return int(columns[0]), int(rows[0]), int(columns[-1]) + 1, int(rows[-1]) + 1
 
 
 def _centre_by_mass(digit: np.ndarray) -> np.ndarray:
@@ -100,16 +147,15 @@ def to_mnist(image: Image.Image) -> np.ndarray:
     Raises `EmptyImageError` when there is no digit to find.
     """
     gray = _to_gray(image)
-    # One pass over the picture gives the background, the extremes and the ink's pixel count.
-    histogram = np.array(gray.histogram())
-    ink_levels = _ink_levels(histogram)
-    is_ink = ink_levels > INK_THRESHOLD
-    ink_pixels = int(histogram[is_ink].sum())
-    if ink_pixels < max(MIN_INK_PIXELS, MIN_INK_FRACTION * gray.width * gray.height):
+    levels = np.asarray(gray)
+    ink = _ink(levels, *gray.getextrema())
+    is_ink = ink.mask(levels)
+    if np.count_nonzero(is_ink) < max(MIN_INK_PIXELS, MIN_INK_FRACTION * levels.size):
         raise EmptyImageError("The picture is nearly empty: draw or upload a larger digit.")
-    box = gray.point(is_ink.astype(np.uint8).tolist()).getbbox()
     # Grey levels become ink intensities on the digit's box only, not on the whole picture.
-    crop = gray.crop(box).point(np.round(ink_levels * 255).astype(np.uint8).tolist())
+    crop = gray.crop(_bounding_box(is_ink)).point(
+        np.round(ink.intensity * 255).astype(np.uint8).tolist()
+    )
     factor = DIGIT_BOX / max(crop.size)
     size = (max(1, round(crop.width * factor)), max(1, round(crop.height * factor)))
     # `reducing_gap` first shrinks a large crop by whole pixels (cheap), then filters the rest.

@@ -1,8 +1,10 @@
 """`to_mnist`'s fast path gives exactly what its definition says, pixel for pixel.
 
 `to_mnist` takes shortcuts that must not change a single grey level: an opaque RGBA picture
-(the page's canvas) skips compositing onto white, one histogram gives the background, the extremes
-and the ink count, and the ink intensities are looked up on the digit's box only. The reference
+(the page's canvas) skips compositing onto white, the background (the median level) is found by
+counting pixels at or below a few levels rather than by sorting or a histogram, the ink is one
+run of levels found by one comparison, and the ink intensities are looked up on the digit's box
+only. The reference
 below is the definition spelled out over whole numpy arrays, with none of those shortcuts; both
 must agree on pictures of every mode, polarity, size and background the API accepts.
 """
@@ -109,6 +111,7 @@ def pictures() -> list[tuple[str, Image.Image]]:
         alpha[: side // 3] = 254  # one level short of opaque: must be composited
         half.putalpha(Image.fromarray(alpha))
         cases.append((f"RGBA-nearly-opaque-{seed}", half))
+        cases.append((f"LA-nearly-opaque-{seed}", half.convert("LA")))
         noisy = np.clip(
             np.asarray(dark_on_light, np.int16)
             + np.random.default_rng(seed).integers(-20, 21, (side, side)),
@@ -121,6 +124,16 @@ def pictures() -> list[tuple[str, Image.Image]]:
         cases.append((f"P-transparency-{seed}", palette))
         cases.append((f"I16-{seed}", Image.fromarray(np.asarray(light_on_dark, np.uint16) * 257)))
         cases.append((f"1-bit-{seed}", dark_on_light.convert("1")))
+    # backgrounds that are neither extreme, for the median's search: a grey page with specks
+    # brighter and darker than it, and pictures whose median sits on a boundary between levels
+    for seed, paper in enumerate((60, 127, 128, 200)):
+        page = np.asarray(drawn_digit(seed, 90, 20 if paper > 127 else 240, paper, 6)).copy()
+        page[np.random.default_rng(seed).random(page.shape) < 0.05] = 255 if paper > 127 else 0
+        cases.append((f"grey-page-{paper}", Image.fromarray(page)))
+    for side, dark in ((40, 800), (40, 801), (41, 840), (41, 841)):
+        levels = np.full(side * side, 230, np.uint8)
+        levels[:dark] = 10  # about half the pixels dark: the median is one side or the other
+        cases.append((f"half-dark-{side}-{dark}", Image.fromarray(levels.reshape(side, side))))
     cases.append(("blank", Image.new("L", (100, 100), 128)))
     cases.append(("one-dot", drawn_digit(0, 400, 0, 255, 1).crop((0, 0, 3, 3))))
     return cases
