@@ -2,7 +2,9 @@
 
 Two steps, so that the cost of a picture is known before it is paid: `open_image` reads only
 the header (cheap, safe on the event loop) and refuses what is not an accepted image or is too
-large; `load_image` decodes the pixels (on a worker thread).
+large; `load_image` decodes the pixels (on a worker thread). Pillow reads every format; the
+common PNG, 8-bit RGB or RGBA as the page's canvas sends, is decoded by libspng (`pyspng`) to
+the same pixels in a third of the time.
 """
 
 from __future__ import annotations
@@ -10,7 +12,13 @@ from __future__ import annotations
 import io
 import warnings
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+try:  # wheels for Linux, Windows and Apple silicon; elsewhere Pillow decodes every PNG
+    import pyspng
+except ImportError:  # pragma: no cover - the lock files install it where it has a wheel
+    pyspng = None
 
 ACCEPTED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")
 # A JPEG is decoded at a reduced scale (1/2 to 1/8, which its format makes nearly free) so that
@@ -58,11 +66,41 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
     return image
 
 
-def load_image(image: Image.Image) -> Image.Image:
-    """Decode the pixels of an image from `open_image` (the first frame of an animation).
+CORRUPT = "The image is corrupt or truncated and could not be decoded."
+# A PNG's header (IHDR) is its first chunk: these are the offsets of its bit depth and of its
+# interlace method in the file.
+PNG_BIT_DEPTH, PNG_INTERLACE = 24, 28
+# Chunks that change what Pillow makes of the pixels (EXIF orientation, also as a text chunk),
+# anywhere in the file: a PNG holding one is left to Pillow.
+PNG_PILLOW_CHUNKS = (b"eXIf", b"Raw profile type exif")
+
+
+def _libspng_decodes(image: Image.Image, data: bytes) -> bool:
+    """Whether libspng gives this picture exactly Pillow's pixels: a still, non-interlaced
+    8-bit RGB or RGBA PNG without a transparent colour or EXIF."""
+    return (
+        pyspng is not None
+        and image.format == "PNG"
+        and image.mode in ("RGB", "RGBA")
+        and data[PNG_BIT_DEPTH] == 8
+        and data[PNG_INTERLACE] == 0
+        and "transparency" not in image.info
+        and not getattr(image, "is_animated", False)
+        and not any(chunk in data for chunk in PNG_PILLOW_CHUNKS)
+    )
+
+
+def load_image(image: Image.Image, data: bytes) -> Image.Image:
+    """Decode the pixels of an image `open_image` made of `data` (the first frame of an
+    animation).
 
     422: corrupt or truncated.
     """
+    if _libspng_decodes(image, data):
+        try:
+            return Image.fromarray(np.ascontiguousarray(pyspng.load(data, image.mode)))
+        except RuntimeError:  # pyspng's only error: the pixels cannot be decoded
+            raise UploadError(422, CORRUPT) from None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -76,12 +114,10 @@ def load_image(image: Image.Image) -> Image.Image:
         Image.DecompressionBombWarning,
         Image.DecompressionBombError,
     ):
-        raise UploadError(
-            422, "The image is corrupt or truncated and could not be decoded."
-        ) from None
+        raise UploadError(422, CORRUPT) from None
     return image
 
 
 def decode_image(data: bytes, max_pixels: int) -> Image.Image:
     """`open_image`, then `load_image`: the whole check and decode in one call."""
-    return load_image(open_image(data, max_pixels))
+    return load_image(open_image(data, max_pixels), data)
