@@ -131,7 +131,12 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         store,
         metrics,
         batcher,
-        DecodePool(settings.max_image_pixels, settings.decode_threads, settings.max_pending_pixels),
+        DecodePool(
+            settings.max_image_pixels,
+            settings.decode_threads,
+            settings.max_pending_pixels,
+            settings.decode_inline_pixels,
+        ),
         prediction_log,
         shadow,
     )
