@@ -3,9 +3,10 @@
     git archive a8a8eb1~1 | (mkdir -p /tmp/before && tar -x -C /tmp/before)   # an older version
     python -m bench.preprocess_speed --baseline /tmp/before
 
-For each request body of the serving benchmark (a 28×28 PNG, the page's 280×280 canvas PNG, the
-1152×648 Paint picture), the median over `--repeat` rounds of the time per call of the API's
-decoding (`serving.decode.decode_image`), of this checkout's `to_mnist` and, with `--baseline`,
+For each request body of the serving benchmark (a 28×28 PNG, the page's 280×280 canvas PNG as
+Chromium and as Pillow draw it, the 1152×648 Paint picture), the median over `--repeat` rounds of
+the time per call of Pillow's decoding, of the API's (`serving.decode.decode_image`, libspng for
+8-bit RGB and RGBA PNGs), of this checkout's `to_mnist` and, with `--baseline`,
 of the `to_mnist` in that folder's `mnist_core/imaging.py`, the two taken in turn in each round
 and checked to give the same pixels. One thread, nothing else in the process. Writes
 `bench/results/preprocess_speed.json` and a markdown table (`.md`) beside it.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import io
 import json
 import statistics
 import timeit
@@ -48,12 +50,21 @@ def microseconds(call: Callable[[], object], number: int) -> float:
     return timeit.timeit(call, number=number) / number * 1e6
 
 
+def pillow_decode(data: bytes) -> Image.Image:
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+        return image
+
+
 def timed(data: bytes, image: Image.Image, baseline: ModuleType | None, repeat: int) -> dict:
     """Median µs per call over `repeat` rounds: decoding `data`, and `to_mnist` of its `image`
     here and in `baseline` (in turn in each round, checked to agree)."""
     number = max(20, int(0.2 / (microseconds(lambda: to_mnist(image), 5) / 1e6)))
-    rounds: dict[str, list[float]] = {"decode": [], "to_mnist": [], "baseline": []}
+    rounds: dict[str, list[float]] = {
+        "pillow_decode": [], "decode": [], "to_mnist": [], "baseline": []
+    }  # fmt: skip
     for _ in range(repeat):
+        rounds["pillow_decode"].append(microseconds(lambda: pillow_decode(data), number))
         rounds["decode"].append(microseconds(lambda: decode_image(data, MAX_PIXELS), number))
         rounds["to_mnist"].append(microseconds(lambda: to_mnist(image), number))
         if baseline is not None:
@@ -78,8 +89,9 @@ def main() -> None:
         "pictures": {},
     }
     lines = [
-        "| picture | decode µs | to_mnist µs | baseline to_mnist µs | ratio |",
-        "|---|---|---|---|---|",
+        "| picture | Pillow's decode µs | API's decode µs | to_mnist µs | baseline to_mnist µs "
+        "| ratio |",
+        "|---|---|---|---|---|---|",
     ]
     for name, data in pictures().items():
         image = decode_image(data, MAX_PIXELS)
@@ -90,7 +102,8 @@ def main() -> None:
             ("—", "—") if old is None else (f"{old:.0f}", f"{medians['to_mnist'] / old:.2f}")
         )
         lines.append(
-            f"| {name} ({image.width}×{image.height} {image.mode}) | {medians['decode']:.0f} "
+            f"| {name} ({image.width}×{image.height} {image.mode}) "
+            f"| {medians['pillow_decode']:.0f} | {medians['decode']:.0f} "
             f"| {medians['to_mnist']:.0f} | {before} | {ratio} |"
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,8 @@ import matplotlib.pyplot as plt
 
 LABELS = {
     "png28": "ours, /predict, 28×28 PNG",
-    "png280": "ours, /predict, 280×280 PNG (canvas)",
+    "canvas": "ours, /predict, the page's canvas (Chromium's 280×280 PNG)",
+    "png280": "ours, /predict, 280×280 PNG (drawn by Pillow)",
     "paint": "ours, /predict, 1152×648 Paint PNG",
     "batch16": "ours, /predict/batch, 16 × 28×28 PNG (req/s)",
     "json28": "`mlflow models serve`, JSON tensor 1×1×28×28",

@@ -29,7 +29,7 @@ from bench.serve_throughput import mlflow_serve_command, payloads
 from mnist_core.classifier import default_threads
 from serving.settings import ServingSettings
 
-OURS = ("png280", "png28")
+OURS = ("canvas", "png280", "png28")
 
 
 def table(results: dict) -> str:

@@ -36,6 +36,7 @@ from serving.model_store import read_onnx_model
 from serving.settings import ServingSettings
 
 PAINT_PICTURE = Path("tests/data/num_7.png")
+PAGE_CANVAS = Path("bench/data/page_canvas.png")  # `python -m bench.page_canvas` drew it
 BATCH_FILES = 16
 
 
@@ -53,12 +54,15 @@ def paint_digit() -> np.ndarray:
 
 def pictures() -> dict[str, bytes]:
     """The picture files the benchmarks upload, each a drawn 7: a 28×28 PNG, what the web page's
-    canvas sends (280×280 RGBA, black 18 px round strokes on white) and the Paint picture."""
+    canvas sends (drawn with the mouse on the page in Chromium, 280×280 RGBA), the same drawn by
+    Pillow (black 18 px strokes on white, no anti-aliasing: the earlier benchmarks' canvas) and
+    the Paint picture."""
     canvas = Image.new("RGBA", (280, 280), "white")
     strokes = [(70, 60), (210, 60), (120, 230)]
     ImageDraw.Draw(canvas).line(strokes, fill="black", width=18, joint="curve")
     return {
         "png28": png(Image.fromarray(paint_digit())),
+        "canvas": PAGE_CANVAS.read_bytes(),
         "png280": png(canvas),
         "paint": PAINT_PICTURE.read_bytes(),
     }
@@ -71,6 +75,7 @@ def payloads() -> dict[str, tuple[bytes, str]]:
     tensor = {"inputs": paint_digit().reshape(1, 1, 28, 28).astype(float).tolist()}
     return {
         "png28": multipart([("file", "digit.png", files["png28"])]),
+        "canvas": multipart([("file", "canvas.png", files["canvas"])]),
         "png280": multipart([("file", "canvas.png", files["png280"])]),
         "paint": multipart([("file", PAINT_PICTURE.name, files["paint"])]),
         "batch16": multipart([("files", f"{i}.png", files["png28"]) for i in range(BATCH_FILES)]),
@@ -114,7 +119,8 @@ def one_round(
     `mlflow models serve`, and the bare ONNX session."""
     settings = ServingSettings()
     results: dict = {"ours": {}, "mlflow": {}}
-    ours_payloads = ["png28", "batch16"] if args.quick else ["png28", "png280", "paint", "batch16"]
+    full = ["png28", "canvas", "png280", "paint", "batch16"]
+    ours_payloads = ["png28", "batch16"] if args.quick else full
     for workers in sorted({1, args.workers}):
         port = free_port()
         command = [args.python, "-m", "serving", "--port", str(port), "--workers", str(workers)]

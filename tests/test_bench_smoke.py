@@ -57,10 +57,10 @@ def test_serve_paired_one_short_round(trained_registry: dict[str, str], tmp_path
     args = ["--rounds", "1", "--seconds", "1", "--workers", "1", "--connections", "4"]
     results = run_benchmark("bench.serve_paired", args, trained_registry, out)
     (measured,) = results["rounds"]
-    assert set(measured) == {"png280", "png28", "json28"}
+    assert set(measured) == {"canvas", "png280", "png28", "json28"}
     assert all(cell["requests"] > 0 and cell["errors"] == 0 for cell in measured.values())
-    ratio = measured["png280"]["requests_per_s"] / measured["json28"]["requests_per_s"]
-    row = next(line for line in out.with_suffix(".md").read_text().splitlines() if "png280" in line)
+    ratio = measured["canvas"]["requests_per_s"] / measured["json28"]["requests_per_s"]
+    row = next(line for line in out.with_suffix(".md").read_text().splitlines() if "canvas" in line)
     assert row.endswith(f"| {ratio:.2f} |")
 
 
@@ -119,8 +119,8 @@ def test_preprocess_speed_against_a_baseline(tmp_path: Path) -> None:
     out = tmp_path / "preprocess.json"
     args = ["--repeat", "1", "--baseline", str(PROJECT_ROOT)]  # itself: the same pixels
     results = run_benchmark("bench.preprocess_speed", args, {}, out)
-    assert set(results["pictures"]) == {"png28", "png280", "paint"}
-    canvas = results["pictures"]["png280"]
+    assert set(results["pictures"]) == {"png28", "canvas", "png280", "paint"}
+    canvas = results["pictures"]["canvas"]
     assert canvas["size"] == [280, 280] and canvas["mode"] == "RGBA"
-    assert all(canvas[key] > 0 for key in ("decode", "to_mnist", "baseline"))
-    assert "| png280 (280×280 RGBA) |" in out.with_suffix(".md").read_text()
+    assert all(canvas[key] > 0 for key in ("pillow_decode", "decode", "to_mnist", "baseline"))
+    assert "| canvas (280×280 RGBA) |" in out.with_suffix(".md").read_text()

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from bench.page_canvas import PAGE_CANVAS
 from serving.decode import UploadError, _libspng_decodes, decode_image, load_image, open_image
 from tests.conftest import SEED_IMAGES
 
@@ -55,7 +56,7 @@ def libspng_cases() -> list[tuple[str, bytes]]:
     noise = np.random.default_rng(7).integers(0, 256, (97, 131, 4), dtype=np.uint8)
     cases.append(("RGBA-noise-translucent", png(Image.fromarray(noise))))
     cases.append(("RGB-noise", png(Image.fromarray(noise[..., :3]))))
-    for path in sorted(SEED_IMAGES.glob("*.png")):
+    for path in [PAGE_CANVAS, *sorted(SEED_IMAGES.glob("*.png"))]:
         cases.append((path.name, path.read_bytes()))
     return [
         (name, data) for name, data in cases if _libspng_decodes(open_image(data, MAX_PIXELS), data)
@@ -73,7 +74,7 @@ def test_libspng_gives_pillows_pixels(name: str, data: bytes) -> None:
 
 def test_the_pages_canvas_and_the_seed_pictures_take_the_fast_path() -> None:
     names = {name for name, _ in libspng_cases()}
-    assert {"RGBA-280", "RGB-280", "RGBA-noise-translucent"} <= names
+    assert {"RGBA-280", "RGB-280", "RGBA-noise-translucent", PAGE_CANVAS.name} <= names
     assert any(name.endswith(".png") for name in names)
 
 
