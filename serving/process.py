@@ -25,7 +25,9 @@ def tune(settings: ServingSettings) -> None:
 
 
 def freeze_what_is_loaded() -> None:
-    """Once the app has started: everything loaded so far (FastAPI, the app) lives as long as
-    the process. Freezing it spares the garbage collector from scanning it on every full
-    collection, which otherwise stalls requests for tens of milliseconds under load."""
+    """Once the app has started, and again once its first model load has ended: everything
+    loaded so far (FastAPI, the app; then MLflow, ONNX Runtime and the model, about 300,000
+    objects) lives as long as the process. Freezing it spares the garbage collector from scanning
+    it on every full collection: left unfrozen, the MLflow client alone made each full collection
+    20-100 ms, several times a second under load, the whole of the p99 latency at c=32."""
     gc.freeze()

@@ -18,6 +18,7 @@ PROMETHEUS_MULTIPROC_DIR, and `/metrics` sums them (`serving.metrics.scrape`).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -35,7 +36,7 @@ from gunicorn.errors import HaltServer
 from uvicorn_worker import UvicornWorker
 
 from serving.settings import ServingSettings
-from serving.starting import StartingApp
+from serving.starting import WAIT_FOR_MODEL_POLL_SECONDS, StartingApp
 
 
 def _build_app() -> object:
@@ -48,9 +49,25 @@ def _build_app() -> object:
     return create_app(settings)
 
 
-def _started(_: object) -> None:
+def _started(app: object) -> None:
     from serving import process
 
+    process.freeze_what_is_loaded()
+    # The first model load, in the background, imports MLflow and ONNX Runtime: what it leaves
+    # lives as long as the process too.
+    freezing = asyncio.get_running_loop().create_task(_freeze_after_first_load(app))
+    _background.add(freezing)
+    freezing.add_done_callback(_background.discard)
+
+
+_background: set[asyncio.Task[None]] = set()  # a task the loop holds only weakly
+
+
+async def _freeze_after_first_load(app: object) -> None:
+    from serving import process
+
+    while not _model_checked(app):
+        await asyncio.sleep(WAIT_FOR_MODEL_POLL_SECONDS)
     process.freeze_what_is_loaded()
 
 
