@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shutil
 import statistics
 import sys
 import tempfile
@@ -32,10 +33,11 @@ from pipeline.evaluation.scoring import (
 )
 from pipeline.params import DEFAULT_PARAMS_FILE, Params, TrainParams, load_params
 from pipeline.training import calibration
+from pipeline.training.committee import fit_committee
 from pipeline.training.distributed import Cluster, join, launch, leave, under_torchrun
 from pipeline.training.export import export_onnx
 from pipeline.training.job import calibrate
-from pipeline.training.loop import fit, load_outliers, use_bf16
+from pipeline.training.loop import load_outliers, use_bf16
 from pipeline.training.model import predict_logits
 from pipeline.training.placement import place
 from pipeline.training.shift_averaging import shift_averaged
@@ -72,22 +74,34 @@ def compare_scores(model, splits: dict, temperature: float) -> dict:
 
 
 def score(
-    params: TrainParams, seed: int, device: torch.device, splits: dict, cluster: Cluster
+    params: TrainParams,
+    seed: int,
+    device: torch.device,
+    splits: dict,
+    cluster: Cluster,
+    keep_onnx: Path | None = None,
 ) -> dict | None:
     """Train one seed; return the validation-side figures and the test figures (in the main
     process of a distributed run; the others get None)."""
     params = params.model_copy(update={"seed": seed})
     started = time.perf_counter()
     outliers = load_outliers(params)
-    result = fit(params, splits["train"], splits["val"], device, cluster=cluster, outliers=outliers)
+    committee = fit_committee(
+        params, splits["train"], splits["val"], device, cluster=cluster, outliers=outliers
+    )
     seconds = time.perf_counter() - started
-    if result is None:
+    if committee is None:
         return None
-    servable = shift_averaged(result.model, params.test_time_shift)  # what the train stage exports
+    result = committee.members[0]  # the single network of the seed
+    # What the train stage exports: the committee (itself when of one), with any shifts.
+    servable = shift_averaged(committee.model, params.test_time_shift)
     metadata, calibrated = calibrate(servable, splits["val"], params)
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "model.onnx"
         export_onnx(servable, path, metadata)
+        if keep_onnx is not None:  # to time serving it (`MNIST_MODEL_PATH`)
+            keep_onnx.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, keep_onnx / f"seed{seed}.onnx")
         classifier = DigitClassifier(path)
         pictures = real_picture_metrics(classifier, VALIDATION_PICTURES_SEED)
         handwriting = handwriting_metrics(classifier, VALIDATION_PICTURES_SEED)
@@ -99,6 +113,17 @@ def score(
     images, labels = splits["test"]
     logits = predict_logits(servable, images).float().numpy()
     probabilities = calibration.probabilities(logits, metadata.temperature)
+
+    def accuracy(network: torch.nn.Module, split: str) -> float:
+        images, labels = splits[split]
+        return float((predict_logits(network, images).argmax(dim=1) == labels).float().mean())
+
+    members = {}
+    if len(committee.members) > 1:  # each member alone: member 0 is the default recipe's net
+        members = {
+            "members_val_accuracy": [m.best.score[0] for m in committee.members],
+            "members_test_accuracy": [accuracy(m.model, "test") for m in committee.members],
+        }
     return {
         "seed": seed,
         "val_accuracy": result.best.score[0],
@@ -125,7 +150,8 @@ def score(
         "test_accuracy": float((probabilities.argmax(axis=1) == labels.numpy()).mean()),
         "test_ece": calibration.expected_calibration_error(probabilities, labels.numpy()),
         "train_seconds": seconds,
-        "seconds_per_epoch": statistics.median(r.seconds for r in result.history),
+        "seconds_per_epoch": statistics.median(r.seconds for r in committee.history),
+        **members,
     }
 
 
@@ -134,6 +160,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("-S", dest="overrides", action="append", default=[])
     parser.add_argument("--label", default="default", help="names the results file")
+    parser.add_argument("--keep-onnx", type=Path, help="a folder to keep each seed's ONNX file in")
     args = parser.parse_args()
 
     params = load_params(DEFAULT_PARAMS_FILE, args.overrides)
@@ -144,20 +171,26 @@ def main() -> None:
         return
     cluster, device = join()
     try:
-        rows = run_seeds(params, args.seeds, device, cluster)
+        rows = run_seeds(params, args.seeds, device, cluster, args.keep_onnx)
     finally:
         leave()
     if cluster.is_main:
         report(args, base, device, cluster, rows)
 
 
-def run_seeds(params: Params, seeds: list[int], device: torch.device, cluster: Cluster) -> list:
+def run_seeds(
+    params: Params,
+    seeds: list[int],
+    device: torch.device,
+    cluster: Cluster,
+    keep_onnx: Path | None = None,
+) -> list:
     splits: dict = {name: load_split(params.train.data_dir, name) for name in SPLITS}
     # The validation rendition of every non-digit family: what choices may look at.
     splits["non_digits"] = NonDigitSet.load(params.non_digits.out_dir / "val.npz")
     rows = []
     for seed in seeds:
-        row = score(params.train, seed, device, splits, cluster)
+        row = score(params.train, seed, device, splits, cluster, keep_onnx)
         if row is not None:
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -178,6 +211,8 @@ def report(
             "test_accuracy", "test_ece", "train_seconds", "seconds_per_epoch")  # fmt: skip
     summary = {
         "label": args.label,
+        "preset": base.preset,
+        "committee": base.committee,
         **machine(device, use_bf16(base, device)),
         "processes": cluster.world_size,
         "requested_processes": base.processes,
@@ -190,17 +225,20 @@ def report(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2) + "\n")
     print(
-        "\n| seed | val accuracy | val real pictures | val held-out non-digits flagged "
-        "| test accuracy | test ECE | train s | s/epoch |\n|---|---|---|---|---|---|---|---|"
+        "\n| seed | val accuracy (member 0) | val accuracy served | val real pictures "
+        "| val held-out non-digits flagged | test accuracy | test ECE | train s | s/epoch |"
+        "\n|---|---|---|---|---|---|---|---|---|"
     )
     for r in rows:
         print(
-            f"| {r['seed']} | {r['val_accuracy']:.4f} | {r['val_real_pictures_accuracy']:.3f} | "
+            f"| {r['seed']} | {r['val_accuracy']:.4f} | {r['val_accuracy_served']:.4f} "
+            f"| {r['val_real_pictures_accuracy']:.3f} | "
             f"{r['val_held_out_flagged']:.3f} | {r['test_accuracy']:.4f} | {r['test_ece']:.4f} "
             f"| {r['train_seconds']:.0f} | {r['seconds_per_epoch']:.1f} |"
         )
     print(
         f"| **median** | **{summary['median_val_accuracy']:.4f}** | "
+        f"**{summary['median_val_accuracy_served']:.4f}** | "
         f"**{summary['median_val_real_pictures_accuracy']:.3f}** | "
         f"**{summary['median_val_held_out_flagged']:.3f}** | "
         f"**{summary['median_test_accuracy']:.4f}** | {summary['median_test_ece']:.4f} | "

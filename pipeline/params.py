@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
 DEFAULT_PARAMS_FILE = Path("params.yaml")
 
@@ -71,6 +71,13 @@ class AugmentParams(_Section):
     elastic: float = Field(default=0.0, ge=0, le=4)
 
 
+# `train.preset`: the settings each preset gives where params.yaml (or -S) does not set them.
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "best": {"committee": 3},
+}
+
+
 class TrainParams(_Section):
     data_dir: Path
     model_path: Path  # the PyTorch weights (state dict), for fine-tuning
@@ -114,7 +121,22 @@ class TrainParams(_Section):
     test_time_shift: int = Field(default=0, ge=0, le=2)
     # The `uncertain` threshold is set so that this share of validation digits falls below it.
     uncertain_digit_share: float = Field(default=0.01, ge=0, lt=1)
+    # Networks trained from different seeds and served as one, their log-probabilities averaged
+    # in the exported graph (`pipeline.training.committee`); 1: the single network.
+    committee: PositiveInt = 1
+    # A named bundle of the settings above: `best` trades training time (and serving CPU) for
+    # accuracy (`PRESETS`); a setting given beside it wins, one left null comes from it.
+    preset: Literal["default", "best"] = "default"
     augment: AugmentParams
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        preset_keys = {key for settings in PRESETS.values() for key in settings}
+        given = {k: v for k, v in data.items() if v is not None or k not in preset_keys}
+        return {**PRESETS.get(data.get("preset", "default"), {}), **given}
 
 
 class EvaluateParams(_Section):

@@ -27,13 +27,13 @@ from pipeline.registry.lineage import source_tree
 from pipeline.registry.tracking import configure_mlflow, log_dataset, log_onnx_model
 from pipeline.training import calibration
 from pipeline.training.checkpoint import Checkpoint, fingerprint
+from pipeline.training.committee import clear_checkpoints, fit_committee
 from pipeline.training.distributed import Cluster
 from pipeline.training.export import export_onnx
 from pipeline.training.loop import (
     EpochResult,
     FitResult,
     add_feedback,
-    fit,
     load_feedback,
     load_outliers,
     use_bf16,
@@ -54,7 +54,8 @@ PATH_FIELDS = {
 
 def run_name(params: TrainParams) -> str:
     widths = "-".join(str(c) for c in params.channels)
-    return f"cnn{widths}-e{params.epochs}-lr{params.max_lr:g}-seed{params.seed}"
+    committee = f"-x{params.committee}" if params.committee > 1 else ""
+    return f"cnn{widths}{committee}-e{params.epochs}-lr{params.max_lr:g}-seed{params.seed}"
 
 
 def flat_params(params: TrainParams) -> dict[str, object]:
@@ -139,7 +140,8 @@ def train(
         train_split, load_outliers(params), feedback, params.feedback_weight
     )
     if not cluster.is_main:  # the main process reads the checkpoint and hands it over
-        return fit(params, train_split, val_split, device, cluster=cluster, outliers=outliers)
+        fit_committee(params, train_split, val_split, device, cluster=cluster, outliers=outliers)
+        return None
     hyperparameters = params.model_dump(mode="json", exclude=PATH_FIELDS | {"resume"})
     identity = {**hyperparameters, "world_size": cluster.world_size}
     if len(feedback):  # other feedback, another run: a checkpoint of the old one is no use
@@ -164,7 +166,7 @@ def train(
         mlflow.log_metrics(metrics, step=result.epoch)
 
     if not params.resume:
-        checkpoint.clear()
+        clear_checkpoints(checkpoint, params.committee)
     resumed_run_id = resumable_run(checkpoint)
     name = None if resumed_run_id else run_name(params)
     tree = source_tree()
@@ -194,7 +196,7 @@ def train(
         for split, (images, labels) in (("train", train_split), ("val", val_split)):
             path = split_path(params.data_dir, split)
             log_dataset(path, split, images.numpy(), labels.numpy(), data)
-        result = fit(
+        committee = fit_committee(
             params,
             train_split,
             val_split,
@@ -204,9 +206,10 @@ def train(
             cluster=cluster,
             outliers=outliers,
         )
-        assert result is not None  # the main process gets the result
-        seconds = sum(r.seconds for r in result.history)  # every epoch, resumed ones too
-        servable = shift_averaged(result.model, params.test_time_shift)
+        assert committee is not None  # the main process gets the result
+        result = committee.members[0]
+        seconds = sum(r.seconds for r in committee.history)  # every epoch, resumed ones too
+        servable = shift_averaged(committee.model, params.test_time_shift)
         metadata, calibrated = calibrate(servable, val_split, params)
         log.info(
             "temperature %.3f: validation ECE %.4f → %.4f; `uncertain` below %.3f",
@@ -218,17 +221,22 @@ def train(
             "best_val_accuracy": result.best.score[0],
             "best_val_loss": -result.best.score[1],
             "train_seconds": seconds,
-            "seconds_per_epoch": float(np.median([r.seconds for r in result.history])),
+            "seconds_per_epoch": float(np.median([r.seconds for r in committee.history])),
             **calibrated,
         }
+        if params.committee > 1:  # `best_*`: member 0's, the single network of the seed
+            for number, member in enumerate(committee.members):
+                summary[f"member{number}_best_val_accuracy"] = member.best.score[0]
         mlflow.log_metrics(summary)
         mlflow.set_tag("kept_weights", result.best.kept)
+        # The PyTorch weights of the single network (a committee's member 0): the ONNX file is
+        # what is served, whole committee and all.
         save_checkpoint(result.model, params.model_path)
         example = train_split[0][:4].numpy()
         model_uri = log_servable_model(servable, params, metadata, example)
         log.info("Run %s logged model %s", run.info.run_id, model_uri)
 
-    write_history(params.history, result.history)
+    write_history(params.history, committee.history)
     write_json(params.metrics, summary)
     write_json(
         params.run_info,
@@ -240,5 +248,5 @@ def train(
         },
     )
     # Only now: a failure above (calibration, export, the upload) resumes from the last epoch.
-    checkpoint.clear()
+    clear_checkpoints(checkpoint, params.committee)
     return result
