@@ -19,6 +19,7 @@ import importlib.util
 import io
 import json
 import statistics
+import sys
 import timeit
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -42,6 +43,7 @@ def load_baseline(folder: Path) -> ModuleType:
     )
     assert spec and spec.loader, f"no mnist_core/imaging.py in {folder}"
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # as an import would: its dataclasses look themselves up
     spec.loader.exec_module(module)
     return module
 

@@ -14,6 +14,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
+from serving.model_store import read_onnx_model
 from tests.conftest import PROJECT_ROOT
 
 pytestmark = [
@@ -124,3 +125,19 @@ def test_preprocess_speed_against_a_baseline(tmp_path: Path) -> None:
     assert canvas["size"] == [280, 280] and canvas["mode"] == "RGBA"
     assert all(canvas[key] > 0 for key in ("pillow_decode", "decode", "to_mnist", "baseline"))
     assert "| canvas (280×280 RGBA) |" in out.with_suffix(".md").read_text()
+
+
+def test_serve_models_one_short_round(trained_registry: dict[str, str], tmp_path: Path) -> None:
+    uri = trained_registry["MLFLOW_TRACKING_URI"]
+    production = MlflowClient(uri).get_model_version_by_alias("mnist-cnn", "production")
+    model, again = tmp_path / "model.onnx", tmp_path / "again.onnx"
+    model.write_bytes(read_onnx_model("mnist-cnn", production.version, uri))
+    shutil.copy(model, again)
+    out = tmp_path / "models.json"
+    args = [str(model), str(again), "--rounds", "1", "--seconds", "1", "--workers", "1",
+            "--connections", "4"]  # fmt: skip
+    results = run_benchmark("bench.serve_models", args, {}, out)
+    (measured,) = results["rounds"]
+    cells = [cell for payloads in measured.values() for cell in payloads.values()]
+    assert len(cells) == 4 and all(c["requests"] > 0 and c["errors"] == 0 for c in cells)
+    assert "| model.onnx, canvas |" in out.with_suffix(".md").read_text()
