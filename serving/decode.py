@@ -2,9 +2,10 @@
 
 Two steps, so that the cost of a picture is known before it is paid: `open_image` reads only
 the header (cheap, safe on the event loop) and refuses what is not an accepted image or is too
-large; `load_image` decodes the pixels (on a worker thread). Pillow reads every format; the
-common PNG, 8-bit RGB or RGBA as the page's canvas sends, is decoded by libspng (`pyspng`) to
-the same pixels in a third of the time.
+large; `load_image` decodes the pixels (on the event loop for a small picture, else on a worker
+thread: `decode_pool`). Pillow reads every format; on the event loop the common PNG, 8-bit RGB or
+RGBA as the page's canvas sends, is decoded by libspng (`pyspng`) to the same pixels in a third
+of the time.
 """
 
 from __future__ import annotations
@@ -67,40 +68,42 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
 
 
 CORRUPT = "The image is corrupt or truncated and could not be decoded."
-# A PNG's header (IHDR) is its first chunk: these are the offsets of its bit depth and of its
-# interlace method in the file.
-PNG_BIT_DEPTH, PNG_INTERLACE = 24, 28
-# Chunks that change what Pillow makes of the pixels (EXIF orientation, also as a text chunk),
-# anywhere in the file: a PNG holding one is left to Pillow.
-PNG_PILLOW_CHUNKS = (b"eXIf", b"Raw profile type exif")
+# Chunks that change what Pillow makes of the pixels (EXIF orientation, also as a text chunk or
+# in XMP), anywhere in the file: a PNG holding one is left to Pillow.
+PNG_PILLOW_CHUNKS = (b"eXIf", b"Raw profile type exif", b"XML:com.adobe.xmp")
 
 
 def _libspng_decodes(image: Image.Image, data: bytes) -> bool:
     """Whether libspng gives this picture exactly Pillow's pixels: a still, non-interlaced
-    8-bit RGB or RGBA PNG without a transparent colour or EXIF."""
+    8-bit RGB or RGBA PNG (Pillow's raw mode is then the mode itself; 16 bits read "RGB;16B")
+    without a transparent colour or EXIF."""
     return (
         pyspng is not None
         and image.format == "PNG"
         and image.mode in ("RGB", "RGBA")
-        and data[PNG_BIT_DEPTH] == 8
-        and data[PNG_INTERLACE] == 0
+        and len(image.tile) == 1
+        and image.tile[0].args == image.mode
+        and "interlace" not in image.info
         and "transparency" not in image.info
         and not getattr(image, "is_animated", False)
         and not any(chunk in data for chunk in PNG_PILLOW_CHUNKS)
     )
 
 
-def load_image(image: Image.Image, data: bytes) -> Image.Image:
+def load_image(image: Image.Image, data: bytes, libspng: bool = False) -> Image.Image:
     """Decode the pixels of an image `open_image` made of `data` (the first frame of an
-    animation).
+    animation). With `libspng`, a PNG libspng reads exactly as Pillow does is decoded by it, in
+    a third of the time but holding the GIL throughout (Pillow's decoder releases it): for
+    pictures decoded on the event loop, where that costs nothing more. A PNG libspng refuses is
+    left to Pillow, which is more lenient.
 
     422: corrupt or truncated.
     """
-    if _libspng_decodes(image, data):
+    if libspng and _libspng_decodes(image, data):
         try:
             return Image.fromarray(np.ascontiguousarray(pyspng.load(data, image.mode)))
-        except RuntimeError:  # pyspng's only error: the pixels cannot be decoded
-            raise UploadError(422, CORRUPT) from None
+        except RuntimeError:  # pyspng's only error: Pillow says whether the file is usable
+            pass
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -118,6 +121,6 @@ def load_image(image: Image.Image, data: bytes) -> Image.Image:
     return image
 
 
-def decode_image(data: bytes, max_pixels: int) -> Image.Image:
+def decode_image(data: bytes, max_pixels: int, libspng: bool = True) -> Image.Image:
     """`open_image`, then `load_image`: the whole check and decode in one call."""
-    return load_image(open_image(data, max_pixels), data)
+    return load_image(open_image(data, max_pixels), data, libspng)

@@ -20,6 +20,8 @@ from mnist_core.imaging import EmptyImageError, grey_levels_to_mnist, to_mnist
 from serving.decode import UploadError, load_image, open_image
 
 T = TypeVar("T")
+# Pictures decoded on the event loop come in at most this many bytes (the page's canvas: 5 KB).
+INLINE_BYTES = 64 * 1024
 
 
 @contextlib.contextmanager
@@ -47,9 +49,12 @@ class DecodePool:
     """Runs the CPU work of requests on at most `threads` threads of this process, and admits
     pictures only while the pixels waiting to be decoded stay within a budget: past it a request
     is refused at once with 503 and `Retry-After` rather than queued (a small picture is always
-    admitted when nothing else waits). A request whose pictures hold at most `inline_pixels` in
-    all is done at once on the event loop: a 280×280 canvas takes about 0.4 ms there, less than
-    the hop to a thread and back costs the worker under load."""
+    admitted when nothing else waits). A request of PNGs holding at most `inline_pixels` in all,
+    in at most `INLINE_BYTES`, is done at once on the event loop, PNGs decoded by libspng: a
+    280×280 canvas takes about 0.4 ms there, less than the hop to a thread and back costs the
+    worker under load. Only PNGs: their decoding costs what their pixels do, where a small JPEG
+    can hold thousands of progressive scans; the threads decode with Pillow, which releases
+    the GIL."""
 
     def __init__(
         self, max_image_pixels: int, threads: int, pending_pixels: int, inline_pixels: int = 0
@@ -60,10 +65,20 @@ class DecodePool:
         self.pending = 0
         self.limiter = anyio.CapacityLimiter(threads)
 
-    async def _run(self, pixels: int, work: Callable[..., T], *arguments: object) -> T:
-        """`work(*arguments)` for pictures of `pixels` in all: here if they are few, else on a
-        thread once the budget admits them."""
-        if pixels <= self.inline_pixels:
+    def _inline(self, pixels: int, images: list[Image.Image], size: int) -> bool:
+        """Whether pictures of `pixels` in all, `size` bytes, are decoded on the event loop."""
+        return (
+            pixels <= self.inline_pixels
+            and size <= INLINE_BYTES
+            and all(image.format == "PNG" for image in images)
+        )
+
+    async def _run(
+        self, inline: bool, pixels: int, work: Callable[..., T], *arguments: object
+    ) -> T:
+        """`work(*arguments)` for pictures of `pixels` in all: here if `inline`, else on a thread
+        once the budget admits them."""
+        if inline:
             return work(*arguments)
         with self._admitted(pixels):
             return await anyio.to_thread.run_sync(work, *arguments, limiter=self.limiter)
@@ -82,17 +97,22 @@ class DecodePool:
         finally:
             self.pending -= pixels
 
-    def _load_to_mnist(self, image: Image.Image, data: bytes) -> np.ndarray:
-        return _mnist_or_422(load_image(image, data))
+    def _load_to_mnist(self, image: Image.Image, data: bytes, libspng: bool) -> np.ndarray:
+        return _mnist_or_422(load_image(image, data, libspng))
 
     def _each_to_mnist(
-        self, images: list[Image.Image | UploadError], uploads: list[bytes | UploadError]
+        self,
+        images: list[Image.Image | UploadError],
+        uploads: list[bytes | UploadError],
+        libspng: bool,
     ) -> list[np.ndarray | UploadError]:
         outcomes: list[np.ndarray | UploadError] = []
         for image, data in zip(images, uploads, strict=True):
             try:
                 outcomes.append(
-                    self._load_to_mnist(image, data) if isinstance(image, Image.Image) else image
+                    self._load_to_mnist(image, data, libspng)  # type: ignore[arg-type]
+                    if isinstance(image, Image.Image)
+                    else image
                 )
             except UploadError as error:
                 outcomes.append(error)
@@ -109,15 +129,20 @@ class DecodePool:
     async def upload(self, data: bytes) -> np.ndarray:
         """One uploaded picture → a 28×28 uint8 image; raises `UploadError`."""
         image = open_image(data, self.max_image_pixels)  # the header only: cheap
-        return await self._run(image.width * image.height, self._load_to_mnist, image, data)
+        pixels = image.width * image.height
+        inline = self._inline(pixels, [image], len(data))
+        return await self._run(inline, pixels, self._load_to_mnist, image, data, inline)
 
     async def uploads(self, uploads: list[bytes | UploadError]) -> list[np.ndarray | UploadError]:
         """Several uploads → an image or the error of each, in order (one bad one spoils none)."""
-        images = [self._open(data) for data in uploads]
-        pixels = sum(i.width * i.height for i in images if isinstance(i, Image.Image))
-        return await self._run(pixels, self._each_to_mnist, images, uploads)
+        opened = [self._open(data) for data in uploads]
+        images = [image for image in opened if isinstance(image, Image.Image)]
+        pixels = sum(image.width * image.height for image in images)
+        size = sum(len(data) for data in uploads if isinstance(data, bytes))
+        inline = self._inline(pixels, images, size)
+        return await self._run(inline, pixels, self._each_to_mnist, opened, uploads, inline)
 
     async def grey_levels(self, rows: list[list[int]]) -> np.ndarray:
         """Rows of grey levels 0-255 → a 28×28 uint8 image; raises `UploadError`."""
         pixels = len(rows) * max((len(row) for row in rows), default=0)
-        return await self._run(pixels, _grey_levels_to_mnist, rows)
+        return await self._run(pixels <= self.inline_pixels, pixels, _grey_levels_to_mnist, rows)

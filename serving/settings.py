@@ -92,11 +92,11 @@ class ServingSettings(MlflowSettings, MonitoringSettings):
     workers: int = Field(default_factory=default_workers, gt=0, validation_alias="MNIST_WORKERS")
     # ONNX Runtime intra-op threads per worker; 0: the machine's cores divided among the workers.
     inference_threads: int = Field(default=0, ge=0, validation_alias="MNIST_INFERENCE_THREADS")
-    # Threads per worker that decode and preprocess uploads (off the event loop),
+    # Threads per worker that decode and preprocess uploads off the event loop.
     decode_threads: int = Field(default=4, gt=0, validation_alias="MNIST_DECODE_THREADS")
-    # except a request's pictures of at most this many pixels in all (the page's 280×280 canvas,
-    # a batch of 28×28 digits): done on the event loop, in well under a millisecond, they cost
-    # less than the hop to a thread and back (0 sends every picture to the threads).
+    # A request of PNGs holding at most this many pixels in all (the page's 280×280 canvas, a
+    # batch of 28×28 digits) is decoded on the event loop instead: in well under a millisecond,
+    # less than the hop to a thread and back (`serving.decode_pool`); 0: always on the threads.
     decode_inline_pixels: int = Field(
         default=100_000, ge=0, validation_alias="MNIST_DECODE_INLINE_PIXELS"
     )

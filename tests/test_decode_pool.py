@@ -1,5 +1,6 @@
-"""The decode pool does a request's small pictures on the event loop and large ones on its
-threads, within the pending-pixels budget."""
+"""The decode pool does a request's small PNGs on the event loop (decoded by libspng) and other
+pictures on its threads (decoded by Pillow, which releases the GIL), within the pending-pixels
+budget."""
 
 from __future__ import annotations
 
@@ -12,29 +13,31 @@ import pytest
 from PIL import Image, ImageDraw
 
 from serving.decode import UploadError
-from serving.decode_pool import DecodePool
+from serving.decode_pool import INLINE_BYTES, DecodePool
 from serving.settings import ServingSettings
 
 
-def drawing(side: int) -> bytes:
-    picture = Image.new("RGBA", (side, side), "white")
+def drawing(side: int, format: str = "PNG", **options: object) -> bytes:
+    picture = Image.new("RGB", (side, side), "white")
     ImageDraw.Draw(picture).line([(side // 4, side // 5), (side // 2, side * 4 // 5)], "black",
                                  max(1, side // 15))  # fmt: skip
     buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")
+    picture.save(buffer, format=format, **options)
     return buffer.getvalue()
 
 
 class Recording(DecodePool):
-    """A pool that notes on which thread each picture was decoded."""
+    """A pool that notes on which thread each picture was decoded, and by which decoder."""
 
     def __init__(self, *arguments: int) -> None:
         super().__init__(*arguments)
         self.threads: list[int] = []
+        self.libspng: list[bool] = []
 
-    def _load_to_mnist(self, image: Image.Image, data: bytes) -> np.ndarray:
+    def _load_to_mnist(self, image: Image.Image, data: bytes, libspng: bool) -> np.ndarray:
         self.threads.append(threading.get_ident())
-        return super()._load_to_mnist(image, data)
+        self.libspng.append(libspng)
+        return super()._load_to_mnist(image, data, libspng)
 
 
 def decoded_on_loop(pool: Recording, *uploads: bytes) -> list[bool]:
@@ -53,10 +56,26 @@ def test_the_default_keeps_the_pages_canvas_on_the_event_loop() -> None:
     assert ServingSettings().decode_inline_pixels >= 280 * 280
 
 
-def test_a_small_picture_is_decoded_on_the_event_loop_and_a_large_one_on_a_thread() -> None:
-    assert decoded_on_loop(Recording(10**8, 2, 10**8, 280 * 280), drawing(280)) == [True]
-    assert decoded_on_loop(Recording(10**8, 2, 10**8, 280 * 280), drawing(300)) == [False]
+def test_a_small_png_is_decoded_on_the_event_loop_and_a_large_one_on_a_thread() -> None:
+    small = Recording(10**8, 2, 10**8, 280 * 280)
+    assert decoded_on_loop(small, drawing(280)) == [True]
+    assert small.libspng == [True]  # libspng holds the GIL: only where that costs nothing
+    large = Recording(10**8, 2, 10**8, 280 * 280)
+    assert decoded_on_loop(large, drawing(300)) == [False]
+    assert large.libspng == [False]
     assert decoded_on_loop(Recording(10**8, 2, 10**8, 0), drawing(28)) == [False]
+
+
+def test_a_small_jpeg_or_a_png_of_many_bytes_goes_to_a_thread() -> None:
+    # a JPEG's decoding costs what its scans do, not its pixels
+    assert decoded_on_loop(Recording(10**8, 2, 10**8, 10**6), drawing(64, "JPEG")) == [False]
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (200, 200, 3), np.uint8))
+    buffer = io.BytesIO()
+    noise.save(buffer, format="PNG")
+    assert len(buffer.getvalue()) > INLINE_BYTES
+    pool = Recording(10**8, 2, 10**8, 10**6)
+    assert decoded_on_loop(pool, buffer.getvalue()) == [False]
+    assert pool.libspng == [False]
 
 
 def test_a_batch_counts_all_its_pixels() -> None:
