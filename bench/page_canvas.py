@@ -15,8 +15,10 @@ import base64
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from playwright.sync_api import Route, sync_playwright
+if TYPE_CHECKING:  # playwright: only to draw, not to name the file
+    from playwright.sync_api import Route
 
 STATIC = Path(__file__).resolve().parent.parent / "serving" / "static"
 PAGE_CANVAS = Path(__file__).resolve().parent / "data" / "page_canvas.png"
@@ -35,6 +37,8 @@ def serve_static(route: Route) -> None:
 
 
 def draw(out: Path) -> int:
+    from playwright.sync_api import sync_playwright
+
     executable = os.environ.get("CHROMIUM_EXECUTABLE") or shutil.which("chromium")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=executable, args=["--headless=new"])

@@ -5,8 +5,9 @@
 
 For each request body of the serving benchmark (a 28×28 PNG, the page's 280×280 canvas PNG as
 Chromium and as Pillow draw it, the 1152×648 Paint picture), the median over `--repeat` rounds of
-the time per call of Pillow's decoding, of the API's (`serving.decode.decode_image`, libspng for
-8-bit RGB and RGBA PNGs), of this checkout's `to_mnist` and, with `--baseline`,
+the time per call of Pillow's decoding, of libspng's where it gives the same pixels
+(`serving.decode.decode_image`; the API uses it for small PNGs only), of this checkout's
+`to_mnist` and, with `--baseline`,
 of the `to_mnist` in that folder's `mnist_core/imaging.py`, the two taken in turn in each round
 and checked to give the same pixels. One thread, nothing else in the process. Writes
 `bench/results/preprocess_speed.json` and a markdown table (`.md`) beside it.

@@ -28,6 +28,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image, ImageDraw
 
 from bench.loadgen import free_port, multipart, running, wrk
+from bench.page_canvas import PAGE_CANVAS, STROKE
 from bench.report import markdown_table, median_of_rounds, plot
 from mnist_core.classifier import DigitClassifier, default_threads
 from mnist_core.imaging import to_mnist
@@ -36,7 +37,6 @@ from serving.model_store import read_onnx_model
 from serving.settings import ServingSettings
 
 PAINT_PICTURE = Path("tests/data/num_7.png")
-PAGE_CANVAS = Path("bench/data/page_canvas.png")  # `python -m bench.page_canvas` drew it
 BATCH_FILES = 16
 
 
@@ -58,8 +58,7 @@ def pictures() -> dict[str, bytes]:
     Pillow (black 18 px strokes on white, no anti-aliasing: the earlier benchmarks' canvas) and
     the Paint picture."""
     canvas = Image.new("RGBA", (280, 280), "white")
-    strokes = [(70, 60), (210, 60), (120, 230)]
-    ImageDraw.Draw(canvas).line(strokes, fill="black", width=18, joint="curve")
+    ImageDraw.Draw(canvas).line(STROKE, fill="black", width=18, joint="curve")
     return {
         "png28": png(Image.fromarray(paint_digit())),
         "canvas": PAGE_CANVAS.read_bytes(),

@@ -78,11 +78,13 @@ def _to_gray(image: Image.Image) -> Image.Image:
 def _median_level(levels: np.ndarray, darkest: int, brightest: int) -> int:
     """The median grey level of 8-bit `levels` (the smallest level at or below which half the
     pixels lie, rounding up), found by counting rather than by a histogram: a drawing's page is
-    one level, the median one of its extremes, and one count settles it (a histogram of a page
-    of one level is a slow chain of increments to one bin)."""
+    one level, the median one of its extremes, and a count or two settles it (a histogram of a
+    page of one level is a slow chain of increments to one bin); else a binary search."""
     half = (levels.size + 1) / 2
     if np.count_nonzero(levels < brightest) < half:
         return brightest
+    if np.count_nonzero(levels <= darkest) >= half:
+        return darkest
     low, high = darkest, brightest - 1  # the median is in [low, high]
     while low < high:
         middle = (low + high) // 2

@@ -114,8 +114,9 @@ def fit_committee(
     return CommitteeResult(members) if members else None
 
 
-def clear_checkpoints(checkpoint: Checkpoint, committee: int) -> None:
-    for member in range(committee):
-        saved = member_checkpoint(checkpoint, member)
-        assert saved is not None
-        saved.clear()
+def clear_checkpoints(checkpoint: Checkpoint) -> None:
+    """Remove the run's checkpoint and every member's, an earlier larger committee's too."""
+    checkpoint.clear()
+    path = checkpoint.path
+    for member in path.parent.glob(f"{path.stem}.member*{path.suffix}"):
+        member.unlink(missing_ok=True)

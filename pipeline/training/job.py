@@ -166,7 +166,7 @@ def train(
         mlflow.log_metrics(metrics, step=result.epoch)
 
     if not params.resume:
-        clear_checkpoints(checkpoint, params.committee)
+        clear_checkpoints(checkpoint)
     resumed_run_id = resumable_run(checkpoint)
     name = None if resumed_run_id else run_name(params)
     tree = source_tree()
@@ -248,5 +248,5 @@ def train(
         },
     )
     # Only now: a failure above (calibration, export, the upload) resumes from the last epoch.
-    clear_checkpoints(checkpoint, params.committee)
+    clear_checkpoints(checkpoint)
     return result

@@ -249,8 +249,9 @@ def fit(
 
     With a `checkpoint`, the whole state is saved after every epoch and a run of the same
     configuration resumes after the last saved epoch (every epoch's random draws are seeded by
-    its number, so it ends where an uninterrupted run would); the file is removed once training
-    is complete.
+    its number, so it ends where an uninterrupted run would); the file stays when training is
+    complete (the caller clears it once the model is safe), and a run resumed from it then trains
+    nothing more.
 
     With `outliers` (uint8 non-digits, N×28×28), every step also teaches the network to spread
     its probabilities evenly over them (Outlier Exposure: see `_train_epoch`).
