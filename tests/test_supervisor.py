@@ -87,12 +87,17 @@ def test_health_answers_before_the_heavy_imports_with_the_registry_down(tmp_path
     assert {status for _, status in starts} == {503}  # no model loaded: not ready
 
 
+# A killed worker's requests fail within this long of the kill (its process torn down).
+DEATH_SECONDS = 1.0
+
+
 class Load:
     """Clients posting a picture in a loop, each request on a new connection, counting what
     every request got (a status, or the exception's name)."""
 
     def __init__(self, url: str, clients: int) -> None:
         self.url, self.outcomes, self.stopping = url, Counter(), threading.Event()
+        self.failed_at: list[float] = []  # time.monotonic() of each request that failed
         self.threads = [threading.Thread(target=self._client) for _ in range(clients)]
 
     def _client(self) -> None:
@@ -102,8 +107,10 @@ class Load:
                 self.outcomes[200] += 1
             except urllib.error.HTTPError as error:
                 self.outcomes[error.code] += 1
+                self.failed_at.append(time.monotonic())
             except OSError as error:
                 self.outcomes[type(error).__name__] += 1
+                self.failed_at.append(time.monotonic())
 
     def __enter__(self) -> Load:
         for thread in self.threads:
@@ -146,7 +153,13 @@ def test_a_killed_worker_is_replaced_and_only_its_requests_in_flight_fail(
     store.close()
     print(f"replaced after {replaced_after:.2f} s; {dict(load.outcomes)}; rows {rows}, died {died}")
     assert replaced_after <= 5
-    assert answered > 50 and failed <= clients, load.outcomes
+    # What fails is what the dying worker held: each client's request in flight on it, and at
+    # most one more a client, a connection the kernel still gave the dying worker's socket in
+    # the moment before its files were closed; nothing after that moment.
+    assert answered > 50 and failed <= 2 * clients, load.outcomes
+    assert all(killed_at <= at <= killed_at + DEATH_SECONDS for at in load.failed_at), [
+        round(at - killed_at, 3) for at in load.failed_at
+    ]
     assert answered <= rows + died <= answered + failed, (rows, died, load.outcomes)
     log = (tmp_path / "server.log").read_text()
     assert "predictions not yet written" in log or died == 0
