@@ -20,6 +20,19 @@ LABELS = {
 }
 
 
+def paired_row(label: str, cells: list[dict], bases: list[dict]) -> str:
+    """A markdown row of paired rounds: the median req/s and p99 of `cells` (one `wrk` summary a
+    round), each round's ratio of req/s to the same round's `bases`, and their median."""
+    ratios = [cell["requests_per_s"] / base["requests_per_s"] for cell, base in
+              zip(cells, bases, strict=True)]  # fmt: skip
+    rate = statistics.median(cell["requests_per_s"] for cell in cells)
+    p99 = statistics.median(cell["p99_ms"] for cell in cells)
+    return (
+        f"| {label} | {rate:,.0f} | {p99:.0f} | {' / '.join(f'{x:.2f}' for x in ratios)} "
+        f"| {statistics.median(ratios):.2f} |"
+    )
+
+
 def _median(values: list[float]) -> float:
     return round(statistics.median(values), 2)
 

@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import statistics
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.loadgen import free_port, running, wrk
 from bench.machine import cpu_model
+from bench.report import paired_row
 from bench.serve_throughput import payloads
 
 PAYLOADS = ("png28", "canvas")
@@ -38,15 +38,10 @@ def table(results: dict) -> str:
         "|---|---|---|---|---|",
     ]
     for payload in PAYLOADS:
+        firsts = [r[models[0]][payload] for r in rounds]
         for model in models:
-            rates = [r[model][payload]["requests_per_s"] for r in rounds]
-            firsts = [r[models[0]][payload]["requests_per_s"] for r in rounds]
-            ratios = [rate / first for rate, first in zip(rates, firsts, strict=True)]
-            p99 = statistics.median(r[model][payload]["p99_ms"] for r in rounds)
-            lines.append(
-                f"| {Path(model).name}, {payload} | {statistics.median(rates):,.0f} | {p99:.0f} "
-                f"| {' / '.join(f'{x:.2f}' for x in ratios)} | {statistics.median(ratios):.2f} |"
-            )
+            cells = [r[model][payload] for r in rounds]
+            lines.append(paired_row(f"{Path(model).name}, {payload}", cells, firsts))
     return "\n".join(lines) + "\n"
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import statistics
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +24,7 @@ from mlflow.tracking import MlflowClient
 
 from bench.loadgen import free_port, running, wrk
 from bench.machine import cpu_model
+from bench.report import paired_row
 from bench.serve_throughput import mlflow_serve_command, payloads
 from mnist_core.classifier import default_threads
 from serving.settings import ServingSettings
@@ -44,15 +44,10 @@ def table(results: dict) -> str:
         "ratio (median) |",
         "|---|---|---|---|---|",
     ]
+    mlflow = [r["json28"] for r in rounds]
     for name in (*OURS, "json28"):
-        rates = [r[name]["requests_per_s"] for r in rounds]
-        p99s = [r[name]["p99_ms"] for r in rounds]
-        ratios = [r[name]["requests_per_s"] / r["json28"]["requests_per_s"] for r in rounds]
-        lines.append(
-            f"| {'mlflow, JSON 28×28' if name == 'json28' else 'ours, ' + name} "
-            f"| {statistics.median(rates):,.0f} | {statistics.median(p99s):.0f} "
-            f"| {' / '.join(f'{x:.2f}' for x in ratios)} | {statistics.median(ratios):.2f} |"
-        )
+        label = "mlflow, JSON 28×28" if name == "json28" else f"ours, {name}"
+        lines.append(paired_row(label, [r[name] for r in rounds], mlflow))
     return "\n".join(lines) + "\n"
 
 

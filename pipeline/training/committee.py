@@ -10,6 +10,7 @@ trains a committee (`pipeline.params.PRESETS`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -56,7 +57,7 @@ class CommitteeResult:
 
     members: list[FitResult]
 
-    @property
+    @functools.cached_property
     def model(self) -> nn.Module:
         return committee_of([member.model for member in self.members])
 
