@@ -137,8 +137,9 @@ def _centre_by_mass(digit: np.ndarray) -> np.ndarray:
     total = float(digit.sum())
     cy = float(digit.sum(axis=1) @ np.arange(height)) / total
     cx = float(digit.sum(axis=0) @ np.arange(width)) / total
-    top = int(np.clip(round(IMAGE_SIZE / 2 - cy), 0, IMAGE_SIZE - height))
-    left = int(np.clip(round(IMAGE_SIZE / 2 - cx), 0, IMAGE_SIZE - width))
+    # Python's min and max: np.clip on a scalar costs more than the rest of this function.
+    top = min(max(round(IMAGE_SIZE / 2 - cy), 0), IMAGE_SIZE - height)
+    left = min(max(round(IMAGE_SIZE / 2 - cx), 0), IMAGE_SIZE - width)
     canvas[top : top + height, left : left + width] = digit
     return canvas
 
@@ -154,10 +155,11 @@ def to_mnist(image: Image.Image) -> np.ndarray:
     is_ink = ink.mask(levels)
     if np.count_nonzero(is_ink) < max(MIN_INK_PIXELS, MIN_INK_FRACTION * levels.size):
         raise EmptyImageError("The picture is nearly empty: draw or upload a larger digit.")
-    # Grey levels become ink intensities on the digit's box only, not on the whole picture.
-    crop = gray.crop(_bounding_box(is_ink)).point(
-        np.round(ink.intensity * 255).astype(np.uint8).tolist()
-    )
+    # Grey levels become ink intensities on the digit's box only, not on the whole picture (a
+    # numpy lookup: Pillow's `point` rounds its 256-entry table in Python on every call).
+    left, upper, right, lower = _bounding_box(is_ink)
+    table = np.round(ink.intensity * 255).astype(np.uint8)
+    crop = Image.fromarray(np.take(table, levels[upper:lower, left:right]))
     factor = DIGIT_BOX / max(crop.size)
     size = (max(1, round(crop.width * factor)), max(1, round(crop.height * factor)))
     # `reducing_gap` first shrinks a large crop by whole pixels (cheap), then filters the rest.
