@@ -3,7 +3,8 @@
 `serving.decode.load_image` sends a still, non-interlaced 8-bit RGB or RGBA PNG without a
 transparent colour or EXIF (the page's canvas, most screenshots and drawings) to libspng, three
 times faster than Pillow's decoder. Every such picture must come out pixel for pixel and mode for
-mode as Pillow decodes it; every other PNG must not take that path.
+mode as Pillow decodes it (an opaque RGBA picture as RGBX: the same colours, its alpha all 255),
+and give `to_mnist` the same 28×28 image; every other PNG must not take that path.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from bench.page_canvas import PAGE_CANVAS
+from mnist_core.imaging import EmptyImageError, to_mnist
 from serving.decode import UploadError, _libspng_decodes, decode_image, load_image, open_image
 from tests.conftest import SEED_IMAGES
 
@@ -63,13 +65,37 @@ def libspng_cases() -> list[tuple[str, bytes]]:
     ]
 
 
+def mnist_or_blank(image: Image.Image) -> np.ndarray | None:
+    """`to_mnist`'s picture, or None where it finds no digit (a one-pixel PNG)."""
+    try:
+        return to_mnist(image)
+    except EmptyImageError:
+        return None
+
+
 @pytest.mark.parametrize(("name", "data"), libspng_cases(), ids=[n for n, _ in libspng_cases()])
 def test_libspng_gives_pillows_pixels(name: str, data: bytes) -> None:
     expected = pillow_pixels(data)
     decoded = decode_image(data, MAX_PIXELS)
-    assert decoded.mode == expected.mode
     assert decoded.size == expected.size
-    np.testing.assert_array_equal(np.asarray(decoded), np.asarray(expected), err_msg=name)
+    if decoded.mode == "RGBX":  # opaque RGBA: the alpha Pillow read must be 255 everywhere
+        assert expected.mode == "RGBA", name
+        assert expected.getchannel("A").getextrema() == (255, 255), name
+        np.testing.assert_array_equal(
+            np.asarray(decoded)[..., :3], np.asarray(expected)[..., :3], err_msg=name
+        )
+    else:
+        assert decoded.mode == expected.mode
+        np.testing.assert_array_equal(np.asarray(decoded), np.asarray(expected), err_msg=name)
+    np.testing.assert_array_equal(mnist_or_blank(decoded), mnist_or_blank(expected), err_msg=name)
+
+
+def test_an_opaque_rgba_png_comes_out_rgbx_and_a_translucent_one_rgba() -> None:
+    opaque = decode_image(PAGE_CANVAS.read_bytes(), MAX_PIXELS)
+    assert opaque.mode == "RGBX"
+    translucent = canvas(3, 60, "RGBA")
+    translucent.putpixel((0, 0), (255, 255, 255, 254))  # one pixel is enough
+    assert decode_image(png(translucent), MAX_PIXELS).mode == "RGBA"
 
 
 def test_the_pages_canvas_takes_the_fast_path_and_the_paint_pictures_do_not() -> None:
