@@ -30,8 +30,6 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.machine import cpu_model
-
 PAYLOADS = ("canvas", "png28")
 CONCURRENCY = 8
 WARM_UP = 300
@@ -115,8 +113,9 @@ def _result(process: subprocess.Popen) -> dict[str, float]:
 
 def table(results: dict) -> str:
     lines = [
-        f"{results['date']}, {results['cpu_model']}, {results['requests']} requests a side "
-        f"and round, {len(results['rounds'])} rounds, both sides at once",
+        f"{results['date']}, {results['cpu_model']}, baseline {results['baseline']}, "
+        f"{results['requests']} requests a side and round, {len(results['rounds'])} rounds, "
+        "both sides at once",
         "",
         "| request | CPU µs, baseline → this (median) | ratio per round | ratio (median) "
         "| event loop's thread µs, baseline → this |",
@@ -154,6 +153,8 @@ def main() -> None:
         return
     if args.baseline is None:
         parser.error("--baseline is required")
+    from bench.machine import cpu_model  # imports torch: not in the driven processes
+
     here = Path.cwd()
     rounds = []
     for index in range(args.rounds):

@@ -141,3 +141,19 @@ def test_serve_models_one_short_round(trained_registry: dict[str, str], tmp_path
     cells = [cell for payloads in measured.values() for cell in payloads.values()]
     assert len(cells) == 4 and all(c["requests"] > 0 and c["errors"] == 0 for c in cells)
     assert "| model.onnx, canvas |" in out.with_suffix(".md").read_text()
+
+
+def test_request_cpu_against_a_baseline(trained_registry: dict[str, str], tmp_path: Path) -> None:
+    uri = trained_registry["MLFLOW_TRACKING_URI"]
+    production = MlflowClient(uri).get_model_version_by_alias("mnist-cnn", "production")
+    model = tmp_path / "model.onnx"
+    model.write_bytes(read_onnx_model("mnist-cnn", production.version, uri))
+    out = tmp_path / "request_cpu.json"
+    args = ["--baseline", str(PROJECT_ROOT), "--rounds", "1", "--requests", "40"]  # itself
+    results = run_benchmark("bench.request_cpu", args, {"MNIST_MODEL_PATH": str(model)}, out)
+    (measured,) = results["rounds"]
+    assert set(measured) == {"canvas", "png28"}
+    for sides in measured.values():
+        for side in ("ours", "baseline"):
+            assert 0 < sides[side]["main_thread_us"] <= sides[side]["cpu_us"] * 1.05, sides
+    assert "| canvas |" in out.with_suffix(".md").read_text()
