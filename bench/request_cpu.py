@@ -153,6 +153,10 @@ def main() -> None:
         return
     if args.baseline is None:
         parser.error("--baseline is required")
+    if args.requests < CONCURRENCY:
+        parser.error(
+            f"--requests must be at least {CONCURRENCY}: they are sent {CONCURRENCY} at a time"
+        )
     from bench.machine import cpu_model  # imports torch: not in the driven processes
 
     here = Path.cwd()

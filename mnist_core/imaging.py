@@ -68,7 +68,7 @@ def _to_gray(image: Image.Image) -> Image.Image:
         top = 65535.0 if image.mode.startswith("I;16") else max(float(levels.max()), 1.0)
         return Image.fromarray(np.clip(levels * (255 / top), 0, 255).astype(np.uint8))
     if image.mode in OPAQUE_ALPHA and _opaque(image):
-        return image.convert("L")  # opaque, as the page's canvas is: nothing to composite
+        return image.convert("L")  # opaque (a large or Pillow-decoded picture): no compositing
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         gray, alpha = image.convert("LA").split()
         return Image.composite(gray, Image.new("L", image.size, 255), alpha)

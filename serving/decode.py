@@ -111,7 +111,7 @@ def load_image(image: Image.Image, data: bytes, libspng: bool = False) -> Image.
     a third of the time but holding the GIL throughout (Pillow's decoder releases it): for
     pictures decoded on the event loop, where that costs nothing more. A PNG libspng refuses is
     left to Pillow, which is more lenient. An opaque RGBA picture decoded by libspng comes out
-    as RGBX (see `_from_libspng`).
+    as RGBX (see `_from_libspng`): convert it before saving it (PNG cannot hold RGBX).
 
     422: corrupt or truncated.
     """
