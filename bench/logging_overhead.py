@@ -42,6 +42,7 @@ from prometheus_client import CollectorRegistry
 
 from bench.loadgen import Server, free_port, running, wrk
 from bench.machine import cpu_model
+from bench.report import save
 from bench.serve_throughput import payloads
 from monitoring.model_metrics import MonitoringMetrics
 from monitoring.records import PredictionRecord, new_prediction_id
@@ -257,14 +258,6 @@ def on_off_table(results: dict, heading: str) -> str:
         f"{rps['median_95ci'][0]:.3f}-{rps['median_95ci'][1]:.3f}; rounds {rounds}); CPU per "
         f"request {cpu['median']:.3f} ({cpu['median_95ci'][0]:.3f}-{cpu['median_95ci'][1]:.3f})."
     )
-
-
-def save(results: dict, text: str, out: Path) -> None:
-    """The results as JSON at `out`, their table as markdown beside it (`.md`), and printed."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    out.with_suffix(".md").write_text(text)
-    print(text)
 
 
 def table(results: dict) -> str:

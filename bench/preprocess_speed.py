@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import io
-import json
 import statistics
 import sys
 import timeit
@@ -31,6 +30,7 @@ import numpy as np
 from PIL import Image
 
 from bench.machine import cpu_model
+from bench.report import save
 from bench.serve_throughput import pictures
 from mnist_core.imaging import to_mnist
 from serving.decode import decode_image
@@ -99,21 +99,18 @@ def main() -> None:
     for name, data in pictures().items():
         image = decode_image(data, MAX_PIXELS)
         medians = timed(data, image, baseline, args.repeat)
-        results["pictures"][name] = {"size": image.size, "mode": image.mode, **medians}
+        mode = Image.open(io.BytesIO(data)).mode  # the file's (an opaque canvas decodes to RGBX)
+        results["pictures"][name] = {"size": image.size, "mode": mode, **medians}
         old = medians.get("baseline")
         before, ratio = (
             ("—", "—") if old is None else (f"{old:.0f}", f"{medians['to_mnist'] / old:.2f}")
         )
         lines.append(
-            f"| {name} ({image.width}×{image.height} {image.mode}) "
+            f"| {name} ({image.width}×{image.height} {mode}) "
             f"| {medians['pillow_decode']:.0f} | {medians['decode']:.0f} "
             f"| {medians['to_mnist']:.0f} | {before} | {ratio} |"
         )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    table = "\n".join(lines) + "\n"
-    args.out.with_suffix(".md").write_text(table)
-    print(table)
+    save(results, "\n".join(lines) + "\n", args.out)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 from pathlib import Path
 
@@ -18,6 +19,15 @@ LABELS = {
     "batch16": "ours, /predict/batch, 16 × 28×28 PNG (req/s)",
     "json28": "`mlflow models serve`, JSON tensor 1×1×28×28",
 }
+
+
+def save(results: dict, markdown: str, out: Path) -> None:
+    """A benchmark's results as JSON at `out`, their table as markdown beside it (`.md`), and
+    the table printed."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown)
+    print(markdown)
 
 
 def paired_row(label: str, cells: list[dict], bases: list[dict]) -> str:

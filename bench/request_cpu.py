@@ -30,6 +30,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.report import save
+
 PAYLOADS = ("canvas", "png28")
 CONCURRENCY = 8
 WARM_UP = 300
@@ -178,11 +180,7 @@ def main() -> None:
         "payloads": args.payloads,
         "rounds": rounds,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    markdown = table(results)
-    args.out.with_suffix(".md").write_text(markdown)
-    print(markdown)
+    save(results, table(results), args.out)
 
 
 if __name__ == "__main__":

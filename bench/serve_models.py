@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bench.loadgen import free_port, running, wrk
 from bench.machine import cpu_model
-from bench.report import paired_row
+from bench.report import paired_row, save
 from bench.serve_throughput import payloads
 
 PAYLOADS = ("png28", "canvas")
@@ -87,10 +87,7 @@ def main() -> None:
             }
             results["rounds"].append(measured)
             print(json.dumps({"round": number + 1, **measured}), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(table(results))
-    print(table(results))
+    save(results, table(results), args.out)
 
 
 if __name__ == "__main__":

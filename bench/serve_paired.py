@@ -24,7 +24,7 @@ from mlflow.tracking import MlflowClient
 
 from bench.loadgen import free_port, running, wrk
 from bench.machine import cpu_model
-from bench.report import paired_row
+from bench.report import paired_row, save
 from bench.serve_throughput import mlflow_serve_command, payloads
 from mnist_core.classifier import default_threads
 from serving.settings import ServingSettings
@@ -98,11 +98,7 @@ def main() -> None:
         "seconds": args.seconds,
         "rounds": rounds,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    markdown = table(results)
-    args.out.with_suffix(".md").write_text(markdown)
-    print(markdown)
+    save(results, table(results), args.out)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from PIL import Image, ImageDraw
 
 from bench.loadgen import free_port, multipart, running, wrk
 from bench.page_canvas import PAGE_CANVAS, STROKE
-from bench.report import markdown_table, median_of_rounds, plot
+from bench.report import markdown_table, median_of_rounds, plot, save
 from mnist_core.classifier import DigitClassifier, default_threads
 from mnist_core.imaging import to_mnist
 from serving.decode import decode_image
@@ -197,12 +197,8 @@ def main() -> None:
     results |= median_of_rounds(rounds)
     results["rounds"] = rounds
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    table = markdown_table(results, args.workers)
-    args.out.with_suffix(".md").write_text(table)
     plot(results, args.workers, args.out.with_suffix(".png"))
-    print(table)
+    save(results, markdown_table(results, args.workers), args.out)
 
 
 if __name__ == "__main__":

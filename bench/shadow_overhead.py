@@ -45,11 +45,11 @@ from bench.logging_overhead import (
     on_off_arguments,
     on_off_table,
     one_round,
-    save,
     started,
     summary,
 )
 from bench.machine import cpu_model
+from bench.report import save
 from bench.serve_throughput import payloads
 from mnist_core.classifier import DigitClassifier, default_threads
 from monitoring.model_metrics import MonitoringMetrics
