@@ -113,6 +113,14 @@ def _result(process: subprocess.Popen) -> dict[str, float]:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def _medians(cells: list[dict], key: str) -> str:
+    """The medians over rounds of one figure of the two sides, as "baseline → this"."""
+    baseline, ours = (
+        statistics.median(c[side][key] for c in cells) for side in ("baseline", "ours")
+    )
+    return f"{baseline:,.0f} → {ours:,.0f}"
+
+
 def table(results: dict) -> str:
     lines = [
         f"{results['date']}, {results['cpu_model']}, baseline {results['baseline']}, "
@@ -126,15 +134,10 @@ def table(results: dict) -> str:
     for payload in results["payloads"]:
         cells = [r[payload] for r in results["rounds"]]
         ratios = [c["ours"]["cpu_us"] / c["baseline"]["cpu_us"] for c in cells]
-
-        def median(side: str, key: str, cells: list = cells) -> float:
-            return statistics.median(c[side][key] for c in cells)
-
+        cpu, main = (_medians(cells, key) for key in ("cpu_us", "main_thread_us"))
         lines.append(
-            f"| {payload} | {median('baseline', 'cpu_us'):,.0f} → {median('ours', 'cpu_us'):,.0f} "
-            f"| {' / '.join(f'{x:.3f}' for x in ratios)} | {statistics.median(ratios):.3f} "
-            f"| {median('baseline', 'main_thread_us'):,.0f} → "
-            f"{median('ours', 'main_thread_us'):,.0f} |"
+            f"| {payload} | {cpu} | {' / '.join(f'{x:.3f}' for x in ratios)} "
+            f"| {statistics.median(ratios):.3f} | {main} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -52,12 +52,17 @@ def _upright(image: Image.Image) -> Image.Image:
 OPAQUE_ALPHA = {"RGBA": ("<u4", 0xFF000000), "LA": ("<u2", 0xFF00)}
 
 
-def _opaque(image: Image.Image) -> bool:
-    """Whether every pixel of an RGBA or LA picture is opaque: one vectorised pass over its
-    bytes (copying the alpha out with Pillow first costs twice as much)."""
-    dtype, opaque = OPAQUE_ALPHA[image.mode]
-    values = np.frombuffer(image.tobytes(), dtype)
+def opaque_pixels(pixels: bytes | np.ndarray, mode: str) -> bool:
+    """Whether every pixel of RGBA or LA `pixels` (`mode`'s bytes, in any buffer: a decoder's
+    array as well) is opaque: one vectorised pass over them."""
+    dtype, opaque = OPAQUE_ALPHA[mode]
+    values = np.frombuffer(pixels, dtype)
     return values.size > 0 and bool(values.min() >= opaque)
+
+
+def _opaque(image: Image.Image) -> bool:
+    # Pillow's bytes (copying the alpha out with Pillow first costs twice as much).
+    return opaque_pixels(image.tobytes(), image.mode)
 
 
 def _to_gray(image: Image.Image) -> Image.Image:

@@ -97,16 +97,12 @@ class Call:
     model: ServedModel
 
 
-def _call(request: Request) -> Call:
+async def get_call(request: Request) -> Call:
     service: Service = request.app.state.service
     served = service.store.current
     if served is None:
         raise HTTPException(503, f"No model is loaded: {service.store.problem}.")
     return Call(service, served)
-
-
-async def get_call(request: Request) -> Call:
-    return _call(request)
 
 
 async def get_upload_call(request: Request) -> Call:
@@ -121,7 +117,7 @@ async def get_upload_call(request: Request) -> Call:
             f"The body is {content_type.split(';')[0]}: send the pictures as multipart/form-data "
             "(curl -F file=@digit.png).",
         )
-    return _call(request)
+    return await get_call(request)
 
 
 CallDep = Annotated[Call, Depends(get_call)]
