@@ -1,6 +1,11 @@
 """Benchmark: training time and accuracy of a parameter setting, over several seeds.
 
     python -m bench.train_accuracy --seeds 1 2 3 [--label fast -S train.epochs=2 ...]
+    python -m bench.train_accuracy --seeds 1 --held-out shapes digit_pairs math_symbols
+
+`--held-out` rotates which non-digit families training never sees: the non-digit sets are drawn
+again with those families held out, into a temporary folder, and the run trains and scores on
+them, so that a choice made for `non_digits.held_out`'s families can be checked on others.
 
 Needs `dvc repro preprocess` first. Trains exactly as the `train` stage does (no MLflow logging),
 calibrates on the validation split as it does, and reports what a choice may be made on — the
@@ -16,7 +21,6 @@ import json
 import resource
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +30,8 @@ import torch
 from bench.machine import machine
 from mnist_core.classifier import DigitClassifier
 from pipeline.data.datasets import SPLITS, NonDigitSet, load_split
+from pipeline.datagen.non_digit_families import FAMILIES
+from pipeline.datagen.non_digit_families import run as draw_non_digits
 from pipeline.evaluation.scoring import (
     handwriting_metrics,
     non_digit_metrics,
@@ -126,6 +132,7 @@ def score(
         }
     return {
         "seed": seed,
+        "held_out": list(splits["non_digits"].held_out),
         "val_accuracy": result.best.score[0],
         # The exported graph's (with its test-time shifts, if any), from the ONNX file.
         "val_accuracy_served": float(
@@ -155,27 +162,64 @@ def score(
     }
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("-S", dest="overrides", action="append", default=[])
     parser.add_argument("--label", default="default", help="names the results file")
     parser.add_argument("--keep-onnx", type=Path, help="a folder to keep each seed's ONNX file in")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--held-out",
+        nargs="+",
+        choices=sorted(FAMILIES),
+        help="non-digit families to hold out instead of params.yaml's (drawn again, temporarily)",
+    )
+    return parser
 
-    params = load_params(DEFAULT_PARAMS_FILE, args.overrides)
-    base = params.train
-    placement = place(base.processes, base.batch_size)
-    if placement.processes > 1 and not under_torchrun():  # as the train stage does
-        launch(placement, "bench.train_accuracy", sys.argv[1:])
-        return
-    cluster, device = join()
-    try:
-        rows = run_seeds(params, args.seeds, device, cluster, args.keep_onnx)
-    finally:
-        leave()
-    if cluster.is_main:
-        report(args, base, device, cluster, rows)
+
+def main() -> None:
+    args = build_parser().parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="non-digits-") as scratch:
+        if args.held_out:
+            params = load_params(DEFAULT_PARAMS_FILE, args.overrides)
+            args.overrides += held_out_instead(params, args.held_out, Path(scratch))
+            args.held_out = None
+        params = load_params(DEFAULT_PARAMS_FILE, args.overrides)
+        base = params.train
+        placement = place(base.processes, base.batch_size)
+        if placement.processes > 1 and not under_torchrun():  # as the train stage does
+            launch(placement, "bench.train_accuracy", as_argv(args))
+            return
+        cluster, device = join()
+        try:
+            rows = run_seeds(params, args.seeds, device, cluster, args.keep_onnx)
+        finally:
+            leave()
+        if cluster.is_main:
+            report(args, base, device, cluster, rows)
+
+
+def held_out_instead(params: Params, families: list[str], directory: Path) -> list[str]:
+    """Draw the non-digit sets again into `directory` with `families` never trained on; return
+    the overrides that point training and scoring at them."""
+    draw_non_digits(
+        params.non_digits.model_copy(
+            update={"held_out": families, "out_dir": directory, "metrics": directory / "drawn.json"}
+        )
+    )
+    return [f"non_digits.out_dir={directory}", f"train.non_digits={directory / 'train.npz'}"]
+
+
+def as_argv(args: argparse.Namespace) -> list[str]:
+    """The command line of `args`, for the training processes `launch` starts."""
+    argv = ["--seeds", *map(str, args.seeds), "--label", args.label]
+    argv += [part for override in args.overrides for part in ("-S", override)]
+    if args.keep_onnx is not None:
+        argv += ["--keep-onnx", str(args.keep_onnx)]
+    if args.held_out:
+        argv += ["--held-out", *args.held_out]
+    return argv
 
 
 def run_seeds(
@@ -216,6 +260,7 @@ def report(
         **machine(device, use_bf16(base, device)),
         "processes": cluster.world_size,
         "requested_processes": base.processes,
+        "held_out": rows[0]["held_out"] if rows else [],
         "overrides": args.overrides,
         **{f"median_{key}": median(key) for key in keys},
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
