@@ -181,11 +181,11 @@ def main() -> None:
     args = build_parser().parse_args()
 
     with tempfile.TemporaryDirectory(prefix="non-digits-") as scratch:
-        if args.held_out:
-            params = load_params(DEFAULT_PARAMS_FILE, args.overrides)
+        params = load_params(DEFAULT_PARAMS_FILE, args.overrides)
+        if args.held_out:  # drawn once, here; the training processes get the overrides
             args.overrides += held_out_instead(params, args.held_out, Path(scratch))
             args.held_out = None
-        params = load_params(DEFAULT_PARAMS_FILE, args.overrides)
+            params = load_params(DEFAULT_PARAMS_FILE, args.overrides)
         base = params.train
         placement = place(base.processes, base.batch_size)
         if placement.processes > 1 and not under_torchrun():  # as the train stage does
