@@ -60,11 +60,6 @@ def opaque_pixels(pixels: bytes | np.ndarray, mode: str) -> bool:
     return values.size > 0 and bool(values.min() >= opaque)
 
 
-def _opaque(image: Image.Image) -> bool:
-    # Pillow's bytes (copying the alpha out with Pillow first costs twice as much).
-    return opaque_pixels(image.tobytes(), image.mode)
-
-
 def _to_gray(image: Image.Image) -> Image.Image:
     """8-bit grey levels, upright, with any transparency composited onto white."""
     image = _upright(image)
@@ -72,7 +67,8 @@ def _to_gray(image: Image.Image) -> Image.Image:
         levels = np.asarray(image, dtype=np.float64)
         top = 65535.0 if image.mode.startswith("I;16") else max(float(levels.max()), 1.0)
         return Image.fromarray(np.clip(levels * (255 / top), 0, 255).astype(np.uint8))
-    if image.mode in OPAQUE_ALPHA and _opaque(image):
+    # One pass over Pillow's bytes (copying the alpha out with Pillow first costs twice as much).
+    if image.mode in OPAQUE_ALPHA and opaque_pixels(image.tobytes(), image.mode):
         return image.convert("L")  # opaque (a large or Pillow-decoded picture): no compositing
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         gray, alpha = image.convert("LA").split()

@@ -40,22 +40,9 @@ def test_rotated_held_out_families_are_drawn_trained_and_scored_apart(
     """Two training processes, as the default runs: the families named on the command line are
     the held-out ones in the results, the project's own non-digit sets stay as they were."""
     project_sets = digest(pipeline_copy / "data" / "non_digits")
+    args = "--seeds 1 --label smoke -S train.processes=2 -S train.epochs=1 --held-out"
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.train_accuracy",
-            "--seeds",
-            "1",
-            "--label",
-            "smoke",
-            "-S",
-            "train.processes=2",
-            "-S",
-            "train.epochs=1",
-            "--held-out",
-            *ROTATED,
-        ],
+        [sys.executable, "-m", "bench.train_accuracy", *shlex.split(args), *ROTATED],
         cwd=pipeline_copy,
         env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
         capture_output=True,
